@@ -1,0 +1,5 @@
+import sys
+
+from coopflower.cli import main
+
+sys.exit(main())

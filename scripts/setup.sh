@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh machine: a virtual environment in .venv with the
+# pinned Python packages, and (with --node) the pinned npm tools in tools/*/node_modules.
+# Re-running is cheap: each step is skipped while its inputs are unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+
+stamp=.venv/.coopflower-installed
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+  t0=$SECONDS
+  # torch first: 2.13.0 resolves to the local CPU wheel; anything looser pulls CUDA.
+  .venv/bin/pip install -q "torch==2.13.0"
+  .venv/bin/pip install -q -e ".[dev]"
+  echo "$want" > "$stamp"
+  log "python packages installed in $((SECONDS - t0)) s"
+fi
+
+if [ "${1:-}" = "--node" ]; then
+  for d in evm ipfs clique; do
+    dir=tools/$d
+    nstamp=$dir/node_modules/.coopflower-installed
+    nwant=$(cat "$dir/package.json" "$dir/package-lock.json" 2>/dev/null | sha256sum | cut -c1-16)
+    if [ "$(cat "$nstamp" 2>/dev/null || true)" != "$nwant" ]; then
+      t0=$SECONDS
+      (cd "$dir" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+      # hash again: the first install writes package-lock.json
+      cat "$dir/package.json" "$dir/package-lock.json" | sha256sum | cut -c1-16 > "$nstamp"
+      log "npm tools in $dir installed in $((SECONDS - t0)) s"
+    fi
+  done
+fi
