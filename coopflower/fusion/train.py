@@ -1,0 +1,350 @@
+"""Training the MetaModel on the initiator's own data: Strategy I and gradual fusion (II).
+
+The private extractors are frozen, so their features are computed once and the fusion network
+is trained on the cached ``f_c``. A held-out share of the initiator's data picks the best epoch
+(the test split is never seen here). Pure torch/NumPy: no I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from coopflower.fusion.metamodel import FusionError, MetaModel, Strategy
+from coopflower.models import build_model
+
+__all__ = [
+    "EpochRecord",
+    "FusionConfig",
+    "FusionMetrics",
+    "FusionResult",
+    "PrivateModel",
+    "compute_features",
+    "fit_metamodel",
+    "fuse_models",
+    "images_to_tensor",
+]
+
+
+@dataclass(frozen=True)
+class PrivateModel:
+    """An accepted private model as the initiator receives it.
+
+    Attributes:
+        arch: its architecture name for :func:`coopflower.models.build_model`.
+        weights: its state dict (name to array or tensor).
+        labels: the classes it was trained on (``l_i``).
+        name: a label for reports (e.g. the contributor or its CID).
+    """
+
+    arch: str
+    weights: Mapping[str, npt.NDArray[np.generic] | torch.Tensor]
+    labels: tuple[int, ...]
+    name: str = ""
+
+    def build(self, num_classes: int = 10) -> nn.Module:
+        """The model with its weights loaded. Raises ``FusionError`` on a mismatch."""
+        try:
+            model = build_model(self.arch, num_classes)
+        except ValueError as e:
+            raise FusionError(str(e)) from None
+        state = model.state_dict()
+        if set(state) != set(self.weights):
+            raise FusionError(
+                f"weights of {self.name or self.arch!r} do not fit {self.arch}: "
+                f"missing {sorted(set(state) - set(self.weights))}, "
+                f"extra {sorted(set(self.weights) - set(state))}"
+            )
+        loaded = {}
+        for k, ref in state.items():
+            t = torch.as_tensor(np.asarray(self.weights[k]))
+            if tuple(t.shape) != tuple(ref.shape):
+                raise FusionError(f"{self.name or self.arch}: {k} has shape {tuple(t.shape)}, "
+                                  f"{self.arch} needs {tuple(ref.shape)}")
+            if not torch.isfinite(t).all():
+                raise FusionError(f"{self.name or self.arch}: {k} holds NaN or Inf")
+            loaded[k] = t.to(ref.dtype)
+        model.load_state_dict(loaded)
+        return model
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """How the initiator trains the fusion network.
+
+    Attributes:
+        strategy: ``"I"`` or ``"II"`` (gradual fusion).
+        epochs_stage1: Strategy II's first stage (diagonal blocks only, ``gamma = 0``).
+        epochs_stage2: Strategy II's second stage (all of ``A`` and ``B``, ``gamma = 1``).
+            Strategy I trains for ``epochs_stage1 + epochs_stage2`` epochs, so both strategies
+            get the same number of passes.
+        lr: Adam's learning rate.
+        batch_size: mini-batch size.
+        weight_decay: L2 penalty (Adam's ``weight_decay``).
+        val_fraction: share of the initiator's data held out to pick the best epoch.
+        seed: seeds the initialisation, the hold-out split and the shuffling.
+    """
+
+    strategy: Strategy = "II"
+    epochs_stage1: int = 20
+    epochs_stage2: int = 20
+    lr: float = 1e-3
+    batch_size: int = 50
+    weight_decay: float = 0.0
+    val_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("I", "II"):
+            raise FusionError(f"unknown fusion strategy {self.strategy!r}; choose 'I' or 'II'")
+        if self.epochs_stage1 < 0 or self.epochs_stage2 < 0:
+            raise FusionError("epochs must be non-negative")
+        if self.epochs_stage1 + self.epochs_stage2 < 1:
+            raise FusionError("at least one epoch of fusion training is needed")
+        if not self.lr > 0 or self.batch_size < 1 or self.weight_decay < 0:
+            raise FusionError(
+                f"bad settings lr={self.lr} batch_size={self.batch_size} "
+                f"weight_decay={self.weight_decay}"
+            )
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise FusionError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch of fusion training: its ``stage`` (1 or 2; Strategy I is all stage 2)."""
+
+    stage: int
+    epoch: int
+    loss: float
+    train_accuracy: float
+    val_accuracy: float
+
+
+@dataclass(frozen=True)
+class FusionMetrics:
+    """What fusion training did and reached (accuracies in [0, 1]).
+
+    ``val_accuracy`` is on the initiator's held-out share (``nan`` without one) at the
+    ``best_epoch`` kept; ``history`` has one record per epoch.
+    """
+
+    strategy: Strategy
+    num_models: int
+    feature_dim: int
+    hidden_dim: int
+    num_train: int
+    num_val: int
+    train_accuracy: float
+    val_accuracy: float
+    best_epoch: int
+    best_stage: int
+    seconds: float
+    history: tuple[EpochRecord, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class FusionResult:
+    """The fused ``meta`` model and its ``metrics``."""
+
+    meta: MetaModel
+    metrics: FusionMetrics
+
+
+def images_to_tensor(images: npt.NDArray[np.generic] | torch.Tensor) -> torch.Tensor:
+    """Digits ``(N, 28, 28)`` or ``(N, 1, 28, 28)`` as float ``(N, 1, 28, 28)``; uint8 / 255.
+
+    Raises ``FusionError`` on another shape or non-finite values.
+    """
+    t = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.asarray(images))
+    if t.ndim == 3:
+        t = t[:, None]
+    if t.ndim != 4 or tuple(t.shape[1:]) != (1, 28, 28):
+        raise FusionError(f"images must be (N, 28, 28) or (N, 1, 28, 28), got {tuple(t.shape)}")
+    t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
+    if not torch.isfinite(t).all():
+        raise FusionError("images contain NaN or Inf")
+    return t
+
+
+@torch.no_grad()
+def compute_features(meta: MetaModel, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """``f_c`` for every image, in batches (the extractors are frozen)."""
+    meta.eval()
+    parts = [meta.concat_features(images[i : i + batch_size])
+             for i in range(0, images.shape[0], batch_size)]
+    return torch.cat(parts) if parts else torch.zeros(0, sum(meta.feature_dims))
+
+
+def _labels(labels: npt.NDArray[np.generic] | torch.Tensor, n: int, d: int) -> torch.Tensor:
+    y = torch.as_tensor(np.asarray(labels))
+    if tuple(y.shape) != (n,):
+        raise FusionError(f"labels must have shape ({n},), got {tuple(y.shape)}")
+    if y.dtype.is_floating_point or y.dtype == torch.bool:
+        raise FusionError("labels must be integers")
+    if n and (int(y.min()) < 0 or int(y.max()) >= d):
+        raise FusionError(f"labels must be in [0, {d})")
+    return y.long()
+
+
+@torch.no_grad()
+def _accuracy(meta: MetaModel, fc: torch.Tensor, y: torch.Tensor) -> float:
+    if fc.shape[0] == 0:
+        return float("nan")
+    meta.eval()
+    return float((meta.fuse_features(fc).argmax(1) == y).float().mean())
+
+
+def _split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))
+    n_val = int(round(n * val_fraction))
+    return perm[n_val:], perm[:n_val]
+
+
+def fit_metamodel(
+    meta: MetaModel,
+    features: torch.Tensor,
+    labels: npt.NDArray[np.generic] | torch.Tensor,
+    config: FusionConfig,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> FusionMetrics:
+    """Train ``meta``'s fusion network in place on precomputed features ``f_c``.
+
+    Strategy II runs stage one (``gamma = 0``: only ``A``'s diagonal blocks, ``B``'s identity
+    positions and the biases move) then stage two (``gamma = 1``: everything); Strategy I
+    trains everything throughout. The weights of the best held-out epoch are kept.
+
+    Args:
+        meta: a fresh :class:`MetaModel` (its ``strategy`` must match ``config.strategy``).
+        features: ``(N, |f_c|)`` from :func:`compute_features` on the initiator's data.
+        labels: ``(N,)`` integer labels.
+        config: the training settings.
+        on_epoch: called after every epoch (progress lines).
+
+    Returns:
+        :class:`FusionMetrics`. Raises ``FusionError`` on bad inputs.
+    """
+    if meta.strategy != config.strategy:
+        raise FusionError(f"MetaModel built for Strategy {meta.strategy}, config says "
+                          f"{config.strategy}")
+    n = int(features.shape[0])
+    if features.ndim != 2 or features.shape[1] != meta.A.shape[0]:
+        raise FusionError(f"features must be (N, {meta.A.shape[0]}), got {tuple(features.shape)}")
+    if not torch.isfinite(features).all():
+        raise FusionError("features contain NaN or Inf")
+    y = _labels(labels, n, meta.num_classes)
+    train_ix, val_ix = _split(n, config.val_fraction, config.seed)
+    if train_ix.numel() == 0:
+        raise FusionError("no initiator samples left to train the fusion network on")
+    fc_train, y_train = features[train_ix], y[train_ix]
+    fc_val, y_val = features[val_ix], y[val_ix]
+    with torch.no_grad():
+        meta.feature_mean.copy_(fc_train.mean(0))
+        meta.feature_std.copy_(fc_train.std(0, unbiased=False).clamp_min(1e-6))
+
+    if config.strategy == "II":
+        stages = [(1, config.epochs_stage1, 0.0), (2, config.epochs_stage2, 1.0)]
+    else:
+        stages = [(2, config.epochs_stage1 + config.epochs_stage2, 1.0)]
+    params = [meta.A, meta.B, meta.bias_h, meta.bias_y]
+    gen = torch.Generator().manual_seed(config.seed)
+    loss_fn = nn.CrossEntropyLoss()
+    history: list[EpochRecord] = []
+    best_acc, best_epoch, best_stage = -1.0, 0, 0
+    best_state = {k: v.detach().clone() for k, v in meta.state_dict().items()}
+    start = time.perf_counter()
+    epoch = 0
+    for stage, epochs, gamma in stages:
+        if epochs == 0:
+            continue
+        meta.set_gamma(gamma)
+        # A fresh optimiser per stage: stage two starts without stage one's moments.
+        opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        for _ in range(epochs):
+            epoch += 1
+            meta.train()
+            perm = train_ix.numel()
+            order = torch.randperm(perm, generator=gen)
+            loss_sum = 0.0
+            for i in range(0, perm, config.batch_size):
+                idx = order[i : i + config.batch_size]
+                opt.zero_grad()
+                loss = loss_fn(meta.fuse_features(fc_train[idx]), y_train[idx])
+                loss.backward()
+                opt.step()
+                loss_sum += float(loss.detach()) * idx.numel()
+            if not np.isfinite(loss_sum):
+                raise FusionError("fusion training diverged (non-finite loss); lower lr")
+            train_acc = _accuracy(meta, fc_train, y_train)
+            val_acc = _accuracy(meta, fc_val, y_val)
+            rec = EpochRecord(stage, epoch, loss_sum / perm, train_acc, val_acc)
+            history.append(rec)
+            if on_epoch is not None:
+                on_epoch(rec)
+            score = val_acc if fc_val.shape[0] else train_acc
+            if score >= best_acc:  # ties go to the later epoch (more fused)
+                best_acc, best_epoch, best_stage = score, epoch, stage
+                best_state = {k: v.detach().clone() for k, v in meta.state_dict().items()}
+    meta.load_state_dict(best_state)
+    meta.eval()
+    return FusionMetrics(
+        strategy=config.strategy,
+        num_models=len(meta.extractors),
+        feature_dim=int(meta.A.shape[0]),
+        hidden_dim=meta.hidden_dim,
+        num_train=int(train_ix.numel()),
+        num_val=int(val_ix.numel()),
+        train_accuracy=_accuracy(meta, fc_train, y_train),
+        val_accuracy=_accuracy(meta, fc_val, y_val),
+        best_epoch=best_epoch,
+        best_stage=best_stage,
+        seconds=time.perf_counter() - start,
+        history=tuple(history),
+    )
+
+
+def fuse_models(
+    private_models: Sequence[PrivateModel | tuple[nn.Module, Sequence[int]]],
+    images: npt.NDArray[np.generic] | torch.Tensor,
+    labels: npt.NDArray[np.generic] | torch.Tensor,
+    config: FusionConfig | None = None,
+    num_classes: int = 10,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> FusionResult:
+    """Fuse accepted private models into a MetaModel trained on the initiator's data.
+
+    Args:
+        private_models: :class:`PrivateModel` entries (architecture, weights, labels) or
+            ``(model, labels)`` pairs of already built models (they are not modified).
+        images, labels: the initiator's own data (``(N, 28, 28)`` digits, ``(N,)`` labels).
+        config: fusion settings (default: Strategy II, :class:`FusionConfig` defaults).
+        num_classes: ``d``.
+        on_epoch: progress callback per epoch.
+
+    Returns:
+        :class:`FusionResult` with the MetaModel and its :class:`FusionMetrics`.
+    """
+    import copy
+
+    config = config or FusionConfig()
+    extractors: list[nn.Module] = []
+    label_sets: list[tuple[int, ...]] = []
+    for pm in private_models:
+        if isinstance(pm, PrivateModel):
+            extractors.append(pm.build(num_classes))
+            label_sets.append(pm.labels)
+        else:
+            model, ls = pm
+            extractors.append(copy.deepcopy(model))
+            label_sets.append(tuple(ls))
+    meta = MetaModel(extractors, label_sets, num_classes, config.strategy, config.seed)
+    x = images_to_tensor(images)
+    fc = compute_features(meta, x)
+    metrics = fit_metamodel(meta, fc, labels, config, on_epoch)
+    return FusionResult(meta, metrics)
