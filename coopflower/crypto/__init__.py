@@ -1,0 +1,1 @@
+"""IVHE and the paper's encryption interface (interface documented once the layer strategies land)."""
