@@ -1,0 +1,1 @@
+"""The Flower strategies: the coordinated strategy and the FedAvg baseline."""

@@ -1,0 +1,69 @@
+"""Pure pieces of the strategies: weighted averaging of accepted models, phase log, meter."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+
+from coopflower.strategy.aggregate import AcceptedModel, AggregationError, weighted_average
+from coopflower.strategy.metering import ByteMeter, message_bytes
+from coopflower.strategy.progress import PhaseLog
+
+
+def _m(value: float, n: int, shape: tuple[int, ...] = (2, 2)) -> AcceptedModel:
+    return AcceptedModel(b"cid", "0xabc", "m", n, {"w": np.full(shape, value, np.float32)})
+
+
+def test_weighted_average_by_examples() -> None:
+    out = weighted_average([_m(1.0, 1), _m(4.0, 3)])
+    assert out is not None
+    np.testing.assert_allclose(out["w"], np.full((2, 2), 3.25))
+
+
+def test_weighted_average_leaves_out_other_architectures() -> None:
+    current = {"w": np.zeros((2, 2), np.float32)}
+    out = weighted_average([_m(1.0, 1), _m(9.0, 5, (3,)), _m(3.0, 1)], current)
+    assert out is not None
+    np.testing.assert_allclose(out["w"], np.full((2, 2), 2.0))
+    assert weighted_average([_m(9.0, 5, (3,))], current) is None
+    assert weighted_average([], current) is None
+    with pytest.raises(AggregationError):
+        weighted_average([_m(1.0, 0)])
+
+
+def test_phase_log_prints_a_line_per_phase() -> None:
+    buf = io.StringIO()
+    log = PhaseLog(num_rounds=2, stream=buf)
+    with log.phase(1, "train") as rec:
+        rec.detail = "4 models"
+    with log.phase(1, "verify"):
+        pass
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("[round 1/2] train") and "4 models" in lines[0]
+    assert set(log.seconds(1)) == {"train", "verify"}
+
+
+@pytest.fixture
+def run_identity():  # type: ignore[no-untyped-def]
+    from flwr.supercore.task_identity import TaskIdentity
+
+    names = ("_run_id", "_node_id", "_task_id")
+    old = {n: getattr(TaskIdentity, n) for n in names}
+    for n in names:
+        setattr(TaskIdentity, n, 1)
+    yield
+    for n, v in old.items():
+        setattr(TaskIdentity, n, v)
+
+
+def test_message_bytes_counts_payloads(run_identity) -> None:  # type: ignore[no-untyped-def]
+    arr = ArrayRecord({"w": Array(np.zeros(1000, np.float32))})
+    msg = Message(RecordDict({"arrays": arr, "config": ConfigRecord({"x": b"12345"})}), 0, "train")
+    assert message_bytes(msg) >= 4000 + 5
+    meter = ByteMeter()
+    meter.add_sent(1, [msg, msg])
+    meter.add_storage(1, 10)
+    assert meter.total(1) == 2 * message_bytes(msg) + 10
