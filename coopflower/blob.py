@@ -159,7 +159,7 @@ def pack_arrays(
     Raises:
         BlobError: a name, dtype, shape, value or size the limits do not allow.
     """
-    limits = limits or _DEFAULT_LIMITS
+    limits = _limits(limits)
     if not isinstance(arrays, Mapping):
         raise BlobError(f"arrays must be a mapping of str to numpy arrays, got {type(arrays)}")
     if len(arrays) > limits.max_tensors:
@@ -251,6 +251,11 @@ def _parse_entry(name: str, info: Any, limits: BlobLimits) -> _Entry:
         raise BlobError(
             f"tensor {name!r}: {elements} elements exceed max_elements {limits.max_elements}"
         )
+    if math.prod(d for d in shape if d) > limits.max_elements:  # numpy cannot hold such a shape
+        raise BlobError(
+            f"tensor {name!r}: shape {shape} is empty but its other dimensions multiply past "
+            f"max_elements {limits.max_elements}"
+        )
     offsets = info["data_offsets"]
     if (
         not isinstance(offsets, list)
@@ -337,7 +342,27 @@ def unpack_arrays(
     Raises:
         BlobError: on any malformed input or broken limit; nothing else.
     """
-    limits = limits or _DEFAULT_LIMITS
+    limits = _limits(limits)
+    try:
+        return _unpack(data, limits)
+    except BlobError:
+        raise
+    except Exception as exc:  # a safety net: every known failure has its own check above it
+        raise BlobError(f"{_UNEXPECTED} ({type(exc).__name__}: {exc})") from exc
+
+
+_UNEXPECTED = "blob could not be decoded, unexpected failure"
+
+
+def _limits(limits: BlobLimits | None) -> BlobLimits:
+    if limits is None:
+        return _DEFAULT_LIMITS
+    if not isinstance(limits, BlobLimits):
+        raise BlobError(f"limits must be a BlobLimits, got {type(limits).__name__}")
+    return limits
+
+
+def _unpack(data: bytes, limits: BlobLimits) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise BlobError(f"blob must be bytes, got {type(data).__name__}")
     try:
@@ -351,12 +376,15 @@ def unpack_arrays(
     entries, metadata, start = _parse_header(view, limits)
     arrays: dict[str, np.ndarray] = {}
     for e in entries:
-        count = e.end - e.begin
-        flat = np.frombuffer(view, dtype=e.dtype, count=count // e.dtype.itemsize,
-                             offset=start + e.begin)
-        arr = flat.astype(e.dtype.newbyteorder("="), copy=True).reshape(e.shape)
-        if e.dtype.kind == "b" and count and flat.view(np.uint8).max() > 1:
+        native = e.dtype.newbyteorder("=")
+        count = (e.end - e.begin) // e.dtype.itemsize
+        if count == 0:
+            arrays[e.name] = np.zeros(e.shape, dtype=native)
+            continue
+        flat = np.frombuffer(view, dtype=e.dtype, count=count, offset=start + e.begin)
+        if e.dtype.kind == "b" and flat.view(np.uint8).max() > 1:
             raise BlobError(f"tensor {e.name!r}: bool data holds bytes other than 0 and 1")
+        arr = flat.astype(native, copy=True).reshape(e.shape)
         _check_array(e.name, arr, limits)
         arrays[e.name] = arr
     return {name: arrays[name] for name in sorted(arrays)}, metadata

@@ -138,6 +138,11 @@ def test_header_lies_are_named() -> None:
     huge = dict(header, a=dict(header["a"], shape=[2**40, 2**40]))
     with pytest.raises(BlobError, match="max_elements"):
         unpack_arrays(_with_header(huge, data))
+    empty_but_huge = dict(header, a=dict(header["a"], shape=[0, 3795, 3795, 3795, 42188531],
+                                         data_offsets=[0, 0]),
+                          b=dict(header["b"], data_offsets=[0, 16]))
+    with pytest.raises(BlobError, match="other dimensions"):  # found by the fuzz test
+        unpack_arrays(_with_header(empty_but_huge, data[16:]))
     with pytest.raises(BlobError, match="unknown dtype"):
         unpack_arrays(_with_header(dict(header, a=dict(header["a"], dtype="C64")), data))
     with pytest.raises(BlobError, match="cover"):
