@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from eth_account import Account
@@ -97,6 +97,14 @@ class Chain:
         else:
             self.w3.provider.make_request("anvil_mine", [hex(blocks)])  # type: ignore[arg-type]
 
+    def with_account(self, private_key: str | bytes) -> Chain:
+        """Returns: a Chain on the same node sending from another key (its own nonces)."""
+        return replace(self, account=Account.from_key(private_key), tx_count=0, _nonce=None)
+
+    def send_value(self, to: str, amount: int) -> TxOutcome:
+        """Send ``amount`` wei to ``to`` (e.g. to fund another sender)."""
+        return self.transact(Web3.to_checksum_address(to), b"", amount)
+
     def balance(self, address: str) -> int:
         """Returns: ``address``'s balance in wei."""
         return int(self.w3.eth.get_balance(Web3.to_checksum_address(address)))
@@ -167,7 +175,9 @@ class Chain:
         receipt = self._wait_receipt(tx_hash)
         ok = receipt.get("status")
         if ok is None:  # PoA clients without `status`: success iff the call emitted logs
-            ok = 1 if receipt["logs"] or to is None and receipt.get("contractAddress") else 0
+            # (every state-changing contract call emits an event; a plain transfer has no data)
+            deployed = to is None and receipt.get("contractAddress")
+            ok = 1 if receipt["logs"] or deployed or (to is not None and not data) else 0
         if ok != 1:
             if isinstance(predicted, ContractRevertError):
                 raise ContractRevertError(
