@@ -11,10 +11,10 @@ One call adds the handlers to a user's existing ClientApp::
 
 Node config keys (``flower-supernode --node-config "..."``; simulation sets the first two):
 ``partition-id``, ``num-partitions``, ``key-file`` (the node's Ethereum key, created on first
-start; default ``~/.coopflower/keys/node-<partition-id>.json``), ``model`` (a Table I/IV name,
-default ``table4``), ``partition`` (``iid``, ``dirichlet``, ``labels``), ``alpha``,
-``labels`` (e.g. ``"0,1,2,3,4"``), ``data-seed``, ``store`` (overrides the server's storage
-spec, e.g. the node's own IPFS RPC URL), ``mnist-dir`` (IDX files).
+start; default ``$COOPFLOWER_HOME/keys/node-<partition-id>.json``, home ``~/.coopflower``),
+``model`` (a Table I/IV name, default ``table4``), ``partition`` (``iid``, ``dirichlet``,
+``labels``), ``alpha``, ``labels`` (e.g. ``"0,1,2,3,4"``), ``data-seed``, ``store``
+(overrides the server's storage spec, e.g. the node's own IPFS RPC URL), ``mnist-dir``.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ class FedAvgBaseline(FedAvg):
 
     Args:
         round_logger: called after each aggregation with the new global arrays; the shipped
-            one (``coopflower.strategy.chainlog.chain_round_logger``) stores the blob and logs
+            one (``coopflower.strategy.chainlog.ChainRoundLogger``) stores the blob and logs
             its CID on the contract.
         **kwargs: passed to ``FedAvg``.
     """

@@ -1,0 +1,104 @@
+"""The shipped ServerApp: the coordinated strategy (or the FedAvg baseline) on MNIST.
+
+Run config keys: see ``coopflower.app.settings.AppSettings``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Result, Strategy
+
+from coopflower.app.settings import AppSettings
+
+__all__ = ["app", "central_evaluator", "initial_arrays", "run_server", "make_server_app"]
+
+
+def initial_arrays(model_name: str, seed: int = 0) -> ArrayRecord:
+    """The initial global model's arrays (a seeded fresh paper CNN)."""
+    import torch
+
+    from coopflower.models import build_model
+
+    torch.manual_seed(seed)
+    model = build_model(model_name)
+    return ArrayRecord({k: Array(v.numpy()) for k, v in model.state_dict().items()})
+
+
+def central_evaluator(model_name: str) -> Callable[[int, ArrayRecord], MetricRecord | None]:
+    """Central evaluation on the held-out test digits (disjoint from every node's data)."""
+    from coopflower.client.data import test_indices
+    from coopflower.data.mnist import load_mnist
+    from coopflower.models import build_model
+    from coopflower.training import evaluate_model, set_weights
+
+    data = load_mnist()
+    idx = test_indices(data.labels)
+    x, y = data.images[idx], data.labels[idx]
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        model = build_model(model_name)
+        set_weights(model, {k: np.asarray(a.numpy()) for k, a in arrays.items()})
+        res = evaluate_model(model, x, y)
+        return MetricRecord({"accuracy": res.accuracy, "loss": res.loss,
+                             "num-examples": res.num_examples})
+
+    return evaluate
+
+
+def run_server(grid: Grid, settings: AppSettings) -> tuple[Strategy, Result]:
+    """Build the configured strategy and run it on ``grid``.
+
+    Returns:
+        The strategy (its ledger, reports and meters stay inspectable) and Flower's ``Result``.
+    """
+    from coopflower.app.wiring import build_strategy
+
+    strategy = build_strategy(settings)
+    train_config = ConfigRecord({
+        "epochs": settings.epochs,
+        "lr": settings.lr,
+        "batch-size": settings.batch_size,
+        "seed": settings.seed,
+        "store": settings.store_spec(),
+    })
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=initial_arrays(settings.model, settings.seed),
+        num_rounds=settings.num_rounds,
+        timeout=settings.timeout,
+        train_config=train_config,
+        evaluate_fn=central_evaluator(settings.model) if settings.central_eval else None,
+    )
+    return strategy, result
+
+
+def make_server_app(
+    settings: AppSettings | None = None,
+    on_done: Callable[[Strategy, Result], None] | None = None,
+) -> ServerApp:
+    """A ServerApp running coopflower.
+
+    Args:
+        settings: fixed settings; ``None`` reads them from the run config (``flwr run``).
+        on_done: called with the strategy and result when the run ends (tests, benchmarks).
+
+    Returns:
+        The ``ServerApp``.
+    """
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        chosen = settings or AppSettings.from_run_config(context.run_config)
+        strategy, result = run_server(grid, chosen)
+        if on_done is not None:
+            on_done(strategy, result)
+
+    return server
+
+
+app = make_server_app()

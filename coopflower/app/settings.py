@@ -1,0 +1,82 @@
+"""The shipped app's run config (``[tool.flwr.app.config]`` or ``--run-config``), parsed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["AppSettings", "SettingsError"]
+
+
+class SettingsError(ValueError):
+    """A run config value of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """What the ServerApp runs.
+
+    ``strategy`` ``coordinated`` or ``fedavg``; ``model`` the global architecture (Table I/IV
+    name); ``chain`` a JSON-RPC URL or empty for the embedded EVM; ``store`` a directory (the
+    embedded store, shared with simulated nodes) or an IPFS RPC URL; ``chain-key`` the initiator's
+    hex key for a JSON-RPC chain (or ``$COOPFLOWER_CHAIN_KEY``); ``contract`` an existing
+    deployment's address or empty to deploy; ``verifiers`` k per submission, ``quorum``;
+    ``min-accuracy-bps`` the task's acceptance criterion; ``log-fedavg`` whether the baseline
+    logs its rounds on chain.
+    """
+
+    num_rounds: int = 3
+    strategy: str = "coordinated"
+    model: str = "table4"
+    epochs: int = 1
+    lr: float = 0.05
+    batch_size: int = 32
+    fraction_train: float = 1.0
+    chain: str = ""
+    chain_key: str = ""
+    store: str = ""
+    contract: str = ""
+    verifiers: int = 3
+    quorum: int = 2
+    min_accuracy_bps: int = 5000
+    log_fedavg: bool = True
+    timeout: float = 600.0
+    central_eval: bool = True
+    seed: int = 0
+
+    @classmethod
+    def from_run_config(cls, cfg: Mapping[str, Any]) -> AppSettings:
+        """Parse the run config (dash-separated keys); unknown keys are ignored."""
+        out: dict[str, Any] = {}
+        for name, default in cls().__dict__.items():
+            key = "num-server-rounds" if name == "num_rounds" else name.replace("_", "-")
+            if key not in cfg:
+                continue
+            value = cfg[key]
+            try:
+                if isinstance(default, bool):
+                    value = value if isinstance(value, bool) else str(value).lower() in (
+                        "1", "true", "yes")
+                else:
+                    value = type(default)(value)
+            except (TypeError, ValueError):
+                raise SettingsError(f"run config {key}={value!r}: expected "
+                                    f"{type(default).__name__}") from None
+            out[name] = value
+        s = cls(**out)
+        if s.strategy not in ("coordinated", "fedavg"):
+            raise SettingsError(f"strategy must be 'coordinated' or 'fedavg', got {s.strategy!r}")
+        if s.num_rounds < 1 or s.epochs < 0 or not 1 <= s.quorum <= s.verifiers:
+            raise SettingsError(f"bad sizes in {s}")
+        if not 0 <= s.min_accuracy_bps <= 10000:
+            raise SettingsError("min-accuracy-bps must be in [0, 10000]")
+        return s
+
+    def store_spec(self) -> str:
+        """The storage spec: the configured one, or the default embedded store directory."""
+        if self.store:
+            return self.store
+        from coopflower.storage import default_store_dir
+
+        return str(default_store_dir())

@@ -1,0 +1,309 @@
+"""The contributor's handlers: train (computing contributor), verify (verification
+contributor), evaluate (Flower's federated evaluation) and register (signed consent).
+
+Each handler is a thin adapter: it reads the message and the node config, calls the pure
+pieces (``coopflower.training``, ``coopflower.blob``, the ledger's EIP-712 signing, the store)
+and builds the reply. Errors inside a handler surface to the strategy as Flower error replies,
+which it records; a malformed model under verification is a signed "no" vote, not an error.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+
+from coopflower.client import protocol as P
+from coopflower.client.data import node_split, parse_labels
+from coopflower.client.keys import NodeKey, load_or_create_key
+
+if TYPE_CHECKING:
+    from flwr.clientapp import ClientApp
+    from torch import nn
+
+__all__ = ["NodeSettings", "LocalData", "local_data", "register_handlers", "handle_train",
+           "handle_verify", "handle_evaluate", "handle_register"]
+
+DEFAULT_MODEL = "table4"
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """A node's settings, read from its node config (see ``coopflower.client``)."""
+
+    partition_id: int
+    num_partitions: int
+    key_file: Path
+    model: str
+    partition: str
+    alpha: float
+    labels: frozenset[int] | None
+    data_seed: int
+    store: str | None
+    mnist_dir: str | None
+
+    @classmethod
+    def from_node_config(cls, cfg: Mapping[str, Any]) -> NodeSettings:
+        """Parse a node config; raises ``ProtocolError`` on a bad value."""
+        try:
+            pid = int(cfg.get("partition-id", 0))
+            num = int(cfg.get("num-partitions", 1))
+            home = Path(os.environ.get("COOPFLOWER_HOME", "~/.coopflower"))
+            key_default = home / "keys" / f"node-{pid}.json"
+            key_file = Path(str(cfg.get("key-file", key_default))).expanduser()
+            store = str(cfg["store"]) if cfg.get("store") else None
+            mnist_dir = str(cfg["mnist-dir"]) if cfg.get("mnist-dir") else None
+            return cls(
+                partition_id=pid,
+                num_partitions=num,
+                key_file=key_file,
+                model=str(cfg.get("model", DEFAULT_MODEL)),
+                partition=str(cfg.get("partition", "iid")),
+                alpha=float(cfg.get("alpha", 0.5)),
+                labels=parse_labels(str(cfg["labels"])) if cfg.get("labels") else None,
+                data_seed=int(cfg.get("data-seed", 0)),
+                store=store,
+                mnist_dir=mnist_dir,
+            )
+        except (TypeError, ValueError) as exc:
+            raise P.ProtocolError(f"bad node config {dict(cfg)}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class LocalData:
+    """The node's own digits: ``train`` (contributor) and ``verify`` (verifier) parts."""
+
+    train_x: npt.NDArray[np.uint8]
+    train_y: npt.NDArray[np.int64]
+    verify_x: npt.NDArray[np.uint8]
+    verify_y: npt.NDArray[np.int64]
+
+
+@functools.lru_cache(maxsize=4)
+def local_data(settings: NodeSettings) -> LocalData:
+    """Load MNIST and cut out this node's parts (cached per process)."""
+    from coopflower.data.mnist import load_mnist
+
+    data = load_mnist(settings.mnist_dir)
+    split = node_split(
+        data.labels,
+        settings.partition_id,
+        settings.num_partitions,
+        scheme=settings.partition,
+        alpha=settings.alpha,
+        label_subset=settings.labels,
+        seed=settings.data_seed,
+    )
+    return LocalData(
+        data.images[split.train], data.labels[split.train],
+        data.images[split.verify], data.labels[split.verify],
+    )
+
+
+def _config(msg: Message, key: str = P.CONFIG) -> ConfigRecord:
+    try:
+        return msg.content.config_records[key]
+    except KeyError:
+        raise P.ProtocolError(f"message {msg.metadata.message_type} has no {key!r}") from None
+
+
+def _store_spec(settings: NodeSettings, cfg: Mapping[str, Any]) -> str | None:
+    if settings.store:
+        return settings.store
+    spec = cfg.get("store")
+    return str(spec) if spec else None
+
+
+def _arrays_of(model: nn.Module) -> ArrayRecord:
+    return ArrayRecord({k: Array(v.detach().cpu().numpy()) for k, v in model.state_dict().items()})
+
+
+def _load_global(model: nn.Module, record: ArrayRecord | None) -> bool:
+    """Load the global model into ``model`` when it fits its architecture; True if loaded."""
+    from coopflower.training import set_weights
+
+    if record is None or len(record) == 0:
+        return False
+    weights = {k: a.numpy() for k, a in record.items()}
+    state = model.state_dict()
+    if set(weights) != set(state) or any(
+        tuple(weights[k].shape) != tuple(state[k].shape) for k in state
+    ):
+        return False  # heterogeneous architectures: this contributor keeps its own model
+    set_weights(model, weights)
+    return True
+
+
+def _node_key(settings: NodeSettings, context: Context) -> NodeKey:
+    return load_or_create_key(settings.key_file)
+
+
+def handle_train(msg: Message, context: Context) -> Message:
+    """Train locally; in ``coop`` mode upload the blob and return a signed submission."""
+    import torch
+
+    from coopflower.models import build_model
+    from coopflower.training import train_model
+
+    t0 = time.perf_counter()
+    settings = NodeSettings.from_node_config(context.node_config)
+    cfg = _config(msg)
+    mode = P.get_str(cfg, "mode", P.MODE_FEDAVG)
+    data = local_data(settings)
+    seed = P.get_int(cfg, "seed", 0) * 1000 + settings.partition_id
+    torch.manual_seed(seed)
+    model = build_model(settings.model)
+    arrays = msg.content.array_records.get(P.ARRAYS)
+    _load_global(model, arrays)
+    res = train_model(
+        model, data.train_x, data.train_y,
+        epochs=P.get_int(cfg, "epochs", 1),
+        lr=P.get_float(cfg, "lr", 0.05),
+        batch_size=P.get_int(cfg, "batch-size", 32),
+        seed=seed + P.get_int(cfg, "server-round", 0),
+    )
+    metrics: dict[str, int | float | list[int] | list[float]] = {
+        "num-examples": res.num_examples,
+        "train-loss": res.loss,
+        "train-accuracy": res.accuracy,
+        "compute-seconds": res.seconds,
+    }
+    if mode == P.MODE_FEDAVG:
+        metrics["handler-seconds"] = time.perf_counter() - t0
+        content = RecordDict({P.ARRAYS: _arrays_of(model), P.METRICS: MetricRecord(metrics)})
+        return Message(content=content, reply_to=msg)
+    if mode != P.MODE_COOP:
+        raise P.ProtocolError(f"unknown mode {mode!r}")
+
+    from coopflower.blob import state_dict_to_blob
+    from coopflower.client import duties
+
+    classes = sorted(settings.labels) if settings.labels else sorted(
+        int(c) for c in np.unique(data.train_y)
+    )
+    blob = state_dict_to_blob(model, metadata={
+        "model": settings.model,
+        "classes": ",".join(map(str, classes)),
+        "num-examples": str(res.num_examples),
+    })
+    key = _node_key(settings, context)
+    sub = duties.make_submission(key, cfg, blob, _store_spec(settings, cfg))
+    metrics["blob-bytes"] = len(blob)
+    metrics["handler-seconds"] = time.perf_counter() - t0
+    record = ConfigRecord({
+        "cid": sub.cid,
+        "content-hash": sub.content_hash,
+        "signature": sub.signature,
+        "contributor": key.address,
+        "model": settings.model,
+    })
+    content = RecordDict({P.SUBMISSION: record, P.METRICS: MetricRecord(metrics)})
+    return Message(content=content, reply_to=msg)
+
+
+def handle_verify(msg: Message, context: Context) -> Message:
+    """Fetch each assigned model by CID, check it, evaluate it on local data, vote (signed)."""
+    from coopflower.client import duties
+
+    t0 = time.perf_counter()
+    settings = NodeSettings.from_node_config(context.node_config)
+    cfg = _config(msg)
+    ids = P.get_list(cfg, "submission-ids", int)
+    cids = P.get_list(cfg, "cids", bytes)
+    hashes = P.get_list(cfg, "content-hashes", bytes)
+    if not (len(ids) == len(cids) == len(hashes)):
+        raise P.ProtocolError("submission-ids, cids and content-hashes differ in length")
+    min_bps = P.get_int(cfg, "min-accuracy-bps")
+    data = local_data(settings)
+    key = _node_key(settings, context)
+    store_spec = _store_spec(settings, cfg)
+    approve: list[bool] = []
+    sigs: list[bytes] = []
+    acc_bps: list[int] = []
+    reasons: list[str] = []
+    compute = 0.0
+    n_eval = 0
+    fetched = 0
+    for sid, cid, chash in zip(ids, cids, hashes, strict=True):
+        verdict = duties.judge_model(store_spec, bytes(cid), bytes(chash), data.verify_x,
+                                    data.verify_y, min_bps)
+        compute += verdict.compute_seconds
+        n_eval += verdict.num_examples
+        fetched += verdict.fetched_bytes
+        approve.append(verdict.approve)
+        acc_bps.append(verdict.accuracy_bps)
+        reasons.append(verdict.reason)
+        digest = duties.model_digest(bytes(cid), bytes(chash))
+        sigs.append(
+            duties.sign_vote(key, cfg, int(sid), digest, verdict.approve, verdict.accuracy_bps)
+        )
+    record = ConfigRecord({
+        "submission-ids": [int(i) for i in ids],
+        "approve": approve,
+        "signatures": sigs,
+        "accuracy-bps": acc_bps,
+        "reasons": reasons,
+        "verifier": key.address,
+    })
+    metrics = MetricRecord({
+        "num-examples": n_eval,
+        "compute-seconds": compute,
+        "fetched-bytes": fetched,
+        "handler-seconds": time.perf_counter() - t0,
+    })
+    return Message(content=RecordDict({P.VOTES: record, P.METRICS: metrics}), reply_to=msg)
+
+
+def handle_evaluate(msg: Message, context: Context) -> Message:
+    """Flower's federated evaluation: the global model on the node's verification data."""
+    from coopflower.models import build_model
+    from coopflower.training import evaluate_model
+
+    settings = NodeSettings.from_node_config(context.node_config)
+    data = local_data(settings)
+    model = build_model(settings.model)
+    loaded = _load_global(model, msg.content.array_records.get(P.ARRAYS))
+    if not loaded:
+        raise P.ProtocolError(f"the global model does not fit this node's {settings.model}")
+    res = evaluate_model(model, data.verify_x, data.verify_y)
+    metrics = MetricRecord({
+        "num-examples": res.num_examples,
+        "eval-loss": res.loss,
+        "eval-accuracy": res.accuracy,
+        "compute-seconds": res.seconds,
+    })
+    return Message(content=RecordDict({P.METRICS: metrics}), reply_to=msg)
+
+
+def handle_register(msg: Message, context: Context) -> Message:
+    """Answer with the node's address and its signed consent to be registered."""
+    from coopflower.client import duties
+
+    settings = NodeSettings.from_node_config(context.node_config)
+    key = _node_key(settings, context)
+    cfg = _config(msg)
+    record = ConfigRecord({
+        "address": key.address,
+        "signature": duties.sign_registration(key, cfg),
+        "partition-id": settings.partition_id,
+        "model": settings.model,
+    })
+    return Message(content=RecordDict({P.REGISTRATION: record}), reply_to=msg)
+
+
+def register_handlers(app: ClientApp) -> ClientApp:
+    """Register the four handlers on ``app`` (see ``coopflower.client``)."""
+    app.train()(handle_train)
+    app.evaluate()(handle_evaluate)
+    app.evaluate("verify")(handle_verify)
+    app.query("register")(handle_register)
+    return app
+

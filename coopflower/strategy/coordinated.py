@@ -1,0 +1,621 @@
+"""The coordinated strategy: the paper's blockchain-coordinated round as a Flower strategy.
+
+``CoordinatedStrategy`` subclasses Flower's ``FedAvg`` and overrides ``start()`` with the same
+signature and ``Result``, so a ServerApp swaps it in for ``FedAvg`` with no other change::
+
+    strategy = CoordinatedStrategy(task=TaskConfig(k=3, min_accuracy_bps=8000))
+    result = strategy.start(grid=grid, initial_arrays=arrays, num_rounds=3)
+
+Before the first round every node signs its consent and the strategy registers them on the
+contract in one transaction (the strategy pays their deposits). Each round then:
+
+1. open: the contract opens the round.
+2. train: contributors train, upload their blob, and return CID, content hash and an
+   EIP-712 signature; the strategy checks each signature and relays all in one transaction.
+3. assign: verifiers come from the hash of a block mined after the submission window closed,
+   computed off chain exactly as the contract checks it.
+4. verify: each verifier gets its own assignments (``evaluate.verify``) and returns signed
+   votes; the strategy checks them and relays all in one transaction.
+5. settle: the contract tallies (majority of votes cast, with quorum), pays and penalises;
+   without every vote, settlement waits for the voting deadline.
+6. aggregate: the accepted models are fetched by CID, checked, and aggregated by a pluggable
+   function (weighted averaging by default); the result's CID is recorded on chain.
+
+Nodes that time out or answer with errors are recorded in the round's report, and the round
+goes on with the rest. A line is printed per phase per round.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from logging import INFO, WARNING
+from typing import Any, TextIO
+
+import numpy as np
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, Result
+from flwr.serverapp.strategy.strategy_utils import sample_nodes
+from flwr.supercore import log
+
+from coopflower.client import protocol as P
+from coopflower.strategy.aggregate import AcceptedModel, AggregateFn, weighted_average
+from coopflower.strategy.metering import ByteMeter
+from coopflower.strategy.progress import PhaseLog
+
+__all__ = ["CoordinatedStrategy", "TaskConfig", "RoundReport", "NodeFailure", "StrategyError",
+           "reports_table"]
+
+
+class StrategyError(RuntimeError):
+    """The coordinated round cannot proceed (no chain, no nodes, a contract refusal)."""
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The task the initiator publishes (windows in blocks, amounts in wei).
+
+    ``k`` verifiers per submission, ``quorum`` votes needed for a decision,
+    ``min_accuracy_bps`` the acceptance criterion, ``max_submissions`` per round (default: the
+    number of nodes), the rest as in ``coopflower.ledger.TaskParams``.
+    """
+
+    k: int = 3
+    quorum: int = 2
+    min_accuracy_bps: int = 5000
+    submit_blocks: int = 1000
+    vote_blocks: int = 30
+    max_submissions: int | None = None
+    reward: int = 10**15
+    verifier_fee: int = 10**14
+    min_deposit: int = 10**15
+    penalty_wrong_vote: int = 10**14
+    penalty_no_vote: int = 10**14
+    spec: str = "coopflower MNIST task"
+
+
+@dataclass(frozen=True)
+class NodeFailure:
+    """A node that did not do its part: ``phase``, Flower ``node_id`` and ``reason``."""
+
+    phase: str
+    node_id: int
+    reason: str
+
+
+@dataclass
+class RoundReport:
+    """What one coordinated round did.
+
+    ``chain_round`` is the contract's round number; ``submissions`` maps submission id to
+    (contributor, CID bytes, status name, yes votes, votes cast); ``meta_cid`` the aggregate's
+    CID (``None`` when no model was accepted); ``phase_seconds``, ``compute_seconds`` (local
+    training and evaluation on the nodes), ``bytes`` (messages and storage) and ``tx`` count.
+    """
+
+    server_round: int
+    chain_round: int = 0
+    submissions: dict[int, tuple[str, bytes, str, int, int]] = field(default_factory=dict)
+    votes: int = 0
+    accepted: int = 0
+    failures: list[NodeFailure] = field(default_factory=list)
+    meta_cid: bytes | None = None
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    compute_seconds: float = 0.0
+    bytes: int = 0
+    tx: int = 0
+    gas: int = 0
+    new_arrays: ArrayRecord | None = None
+    train_metrics: MetricRecord = field(default_factory=MetricRecord)
+    verify_metrics: MetricRecord = field(default_factory=MetricRecord)
+
+
+def _content_hash(blob: bytes) -> bytes:
+    from eth_utils import keccak
+
+    return bytes(keccak(blob))
+
+
+def _metric(msg: Message, key: str) -> float:
+    rec = msg.content.metric_records.get(P.METRICS)
+    value = rec.get(key, 0.0) if rec is not None else 0.0
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+class CoordinatedStrategy(FedAvg):
+    """The coordinated round (see the module docstring).
+
+    Args:
+        task: the task's rules (published on first use unless ``task_id`` is given).
+        chain: a JSON-RPC URL, or ``None`` for the embedded in-process EVM.
+        private_key: the initiator's sending key (required for a URL).
+        contract: an existing deployment's address (default: deploy a new one).
+        ledger: an already bound ``coopflower.ledger.CoopLedger`` (overrides the three above).
+        task_id: an existing task to run rounds of (default: publish one).
+        store: the storage spec (directory or IPFS RPC URL) the initiator and, unless their
+            node config says otherwise, the nodes use (default: the embedded store's folder).
+        aggregate_fn: turns the accepted models into the new global arrays (default:
+            weighted averaging; the MetaModel fusion plugs in here).
+        verify_timeout: seconds to wait for votes (default: ``start``'s ``timeout``).
+        progress: where the per-phase lines go (``None``: silent).
+        **fedavg_kwargs: sampling settings passed to ``FedAvg`` (``fraction_train``,
+            ``min_train_nodes``, ``min_available_nodes``, ...).
+    """
+
+    def __init__(
+        self,
+        *,
+        task: TaskConfig | None = None,
+        chain: str | None = None,
+        private_key: str | bytes | None = None,
+        contract: str | None = None,
+        ledger: Any = None,
+        task_id: int | None = None,
+        store: str | None = None,
+        aggregate_fn: AggregateFn = weighted_average,
+        verify_timeout: float | None = None,
+        progress: TextIO | None = sys.stderr,
+        **fedavg_kwargs: Any,
+    ) -> None:
+        super().__init__(**fedavg_kwargs)
+        self.task = task or TaskConfig()
+        self.chain_url = chain
+        self.private_key = private_key
+        self.contract_address = contract
+        self.ledger = ledger
+        self.task_id = task_id
+        self.store_spec = store
+        self.aggregate_fn = aggregate_fn
+        self.verify_timeout = verify_timeout
+        self.progress = progress
+        self.meter = ByteMeter()
+        self.reports: list[RoundReport] = []
+        self.phases = PhaseLog(0, progress)
+        self.addresses: dict[int, str] = {}  # Flower node id -> registered address
+        self.models: dict[int, str] = {}  # Flower node id -> architecture it reported
+        self._store: Any = None
+
+    # ------------------------------------------------------------------ set-up
+    def summary(self) -> None:
+        """Log the task and backends."""
+        super().summary()
+        t = self.task
+        log(INFO, "\t└──> Coordination: k=%d quorum=%d min-accuracy=%d bps, chain=%s, store=%s",
+            t.k, t.quorum, t.min_accuracy_bps, self.chain_url or "embedded",
+            self.store_spec or "embedded (default folder)")
+
+    def _connect(self) -> Any:
+        from coopflower.ledger.backend import connect
+        from coopflower.ledger.contract import CoopLedger
+
+        if self.ledger is None:
+            chain = connect(self.chain_url, private_key=self.private_key)
+            if self.contract_address:
+                self.ledger = CoopLedger.at(chain, self.contract_address)
+            else:
+                self.ledger = CoopLedger.deploy(chain)
+                self.contract_address = self.ledger.address
+        return self.ledger
+
+    def _open_store(self) -> Any:
+        from coopflower.storage import open_store
+
+        if self._store is None:
+            self._store = open_store(self.store_spec)
+        return self._store
+
+    def _store_spec_text(self) -> str:
+        from coopflower.storage import default_store_dir
+
+        return self.store_spec or str(default_store_dir())
+
+    def _ensure_task(self, num_rounds: int, num_nodes: int) -> int:
+        from coopflower.ledger.contract import TaskParams
+
+        if self.task_id is not None:
+            return self.task_id
+        t = self.task
+        params = TaskParams(
+            spec_hash=_content_hash(t.spec.encode()),
+            k=t.k, quorum=t.quorum, min_accuracy_bps=t.min_accuracy_bps,
+            submit_blocks=t.submit_blocks, vote_blocks=t.vote_blocks,
+            max_submissions=t.max_submissions or max(num_nodes, 1),
+            reward=t.reward, verifier_fee=t.verifier_fee, min_deposit=t.min_deposit,
+            penalty_wrong_vote=t.penalty_wrong_vote, penalty_no_vote=t.penalty_no_vote,
+        )
+        self.task_id = int(self.ledger.publish_task(params, params.escrow_per_round() * num_rounds))
+        return self.task_id
+
+    def _base_config(self) -> dict[str, Any]:
+        return {
+            "task-id": int(self.task_id or 0),
+            "chain-id": int(self.ledger.chain.chain_id),
+            "contract": str(self.ledger.address),
+            "store": self._store_spec_text(),
+        }
+
+    def _register(self, grid: Grid, node_ids: Sequence[int], timeout: float) -> list[NodeFailure]:
+        """Ask every node for its signed consent and register the new ones in one tx."""
+        from coopflower.ledger.eip712 import SignedRegistration, recover_registration
+
+        deposit = self.task.min_deposit
+        cfg = ConfigRecord({**self._base_config(), "deposit": str(deposit)})
+        msgs = [Message(RecordDict({P.CONFIG: cfg}), nid, P.MSG_REGISTER) for nid in node_ids]
+        self.meter.add_sent(0, msgs)
+        replies = list(grid.send_and_receive(msgs, timeout=timeout))
+        self.meter.add_received(0, replies)
+        failures, regs = [], []
+        seen: set[str] = set()
+        known = {a.lower() for a in self.ledger.participants(self.task_id)}
+        for msg in replies:
+            nid = msg.metadata.src_node_id
+            if msg.has_error():
+                failures.append(NodeFailure("register", nid, str(msg.error.reason)))
+                continue
+            try:
+                rec = msg.content.config_records[P.REGISTRATION]
+                address = P.get_str(rec, "address")
+                sig = bytes(rec["signature"])  # type: ignore[arg-type]
+                reg = SignedRegistration(int(self.task_id or 0), address, deposit, sig)
+                if recover_registration(self.ledger.domain, reg).lower() != address.lower():
+                    raise ValueError("signature is not the node's")
+            except Exception as exc:  # a malformed reply is the node's failure, not ours
+                failures.append(NodeFailure("register", nid, f"bad registration: {exc}"))
+                continue
+            if address.lower() in seen:
+                failures.append(NodeFailure("register", nid, f"address {address} reused"))
+                continue
+            seen.add(address.lower())
+            self.addresses[nid] = address
+            self.models[nid] = str(rec.get("model", ""))
+            if address.lower() not in known:
+                regs.append(reg)
+        if regs:
+            self.ledger.register_for(self.task_id, regs)
+        return failures
+
+    # ------------------------------------------------------------------ the round
+    def start(  # noqa: C901 - the six steps read best in order
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+    ) -> Result:
+        """Run ``num_rounds`` coordinated rounds (same signature and ``Result`` as Flower's).
+
+        Returns:
+            Flower's ``Result``: the final global arrays, per-round train metrics (with the
+            numbers of submissions, votes and accepted models) and verification metrics
+            (``evaluate_metrics_clientapp``), and ``evaluate_fn``'s central metrics.
+            ``self.reports`` holds a ``RoundReport`` per round.
+        """
+        log(INFO, "Starting %s strategy:", self.__class__.__name__)
+        self.summary()
+        self.phases = PhaseLog(num_rounds, self.progress)
+        train_config = ConfigRecord() if train_config is None else train_config
+        result = Result()
+        arrays = initial_arrays
+
+        with self.phases.phase(0, "setup") as rec:
+            ledger = self._connect()
+            num_nodes = int(len(list(grid.get_node_ids())) * self.fraction_train)
+            sample = max(num_nodes, self.min_train_nodes, self.task.k + 1)
+            node_ids, _ = sample_nodes(grid, max(self.min_available_nodes, sample), sample)
+            task_id = self._ensure_task(num_rounds, len(node_ids))
+            reg_failures = self._register(grid, node_ids, timeout)
+            rec.detail = (f"contract {ledger.address}, task {task_id}, "
+                          f"{len(self.addresses)} nodes registered")
+        for f in reg_failures:
+            log(WARNING, "node %d failed to register: %s", f.node_id, f.reason)
+
+        if evaluate_fn:
+            res = evaluate_fn(0, initial_arrays)
+            if res is not None:
+                result.evaluate_metrics_serverapp[0] = res
+
+        for rnd in range(1, num_rounds + 1):
+            report = self._round(grid, rnd, arrays, train_config, timeout)
+            report.failures[:0] = reg_failures if rnd == 1 else []
+            self.reports.append(report)
+            if report.new_arrays is not None:
+                arrays = report.new_arrays
+                result.arrays = arrays
+            result.train_metrics_clientapp[rnd] = report.train_metrics
+            result.evaluate_metrics_clientapp[rnd] = report.verify_metrics
+            if evaluate_fn:
+                res = evaluate_fn(rnd, arrays)
+                log(INFO, "\t└──> central evaluation: %s", res)
+                if res is not None:
+                    result.evaluate_metrics_serverapp[rnd] = res
+        if len(result.arrays) == 0:
+            result.arrays = arrays
+        for line in io.StringIO(str(result)):
+            log(INFO, "\t%s", line.strip("\n"))
+        return result
+
+    def _round(  # noqa: C901
+        self, grid: Grid, rnd: int, arrays: ArrayRecord, train_config: ConfigRecord,
+        timeout: float,
+    ) -> RoundReport:
+        from coopflower.ledger.eip712 import (
+            SignedSubmission,
+            SignedVote,
+            model_digest,
+            recover_submission,
+            recover_vote,
+        )
+
+        ledger, task_id = self.ledger, int(self.task_id or 0)
+        report = RoundReport(rnd)
+        tx0 = ledger.chain.tx_count
+        t_round = time.perf_counter()
+        compute = 0.0
+
+        with self.phases.phase(rnd, "open") as rec:
+            info = ledger.open_round(task_id)
+            report.chain_round = chain_round = info.round
+            rec.detail = f"task {task_id} round {chain_round} open until block {info.submit_end}"
+
+        # ---- train: contributors train, upload, sign
+        with self.phases.phase(rnd, "train") as rec:
+            cfg = ConfigRecord({**dict(train_config), **self._base_config(),
+                                "server-round": rnd, "round": chain_round, "mode": P.MODE_COOP})
+            node_ids = [n for n in self.addresses]
+            n_train = max(int(len(node_ids) * self.fraction_train), 1)
+            if n_train < len(node_ids):
+                node_ids = list(np.random.default_rng([rnd, task_id]).choice(
+                    node_ids, n_train, replace=False))
+            content = RecordDict({P.ARRAYS: arrays, P.CONFIG: cfg})
+            msgs = [Message(content, int(nid), "train") for nid in node_ids]
+            self.meter.add_sent(rnd, msgs)
+            replies = list(grid.send_and_receive(msgs, timeout=timeout))
+            self.meter.add_received(rnd, replies)
+            subs: list[SignedSubmission] = []
+            sub_nodes: list[int] = []
+            sub_meta: list[Message] = []
+            answered = set()
+            for msg in replies:
+                nid = msg.metadata.src_node_id
+                answered.add(nid)
+                if msg.has_error():
+                    report.failures.append(NodeFailure("train", nid, str(msg.error.reason)))
+                    continue
+                try:
+                    r = msg.content.config_records[P.SUBMISSION]
+                    sub = SignedSubmission(
+                        task_id, chain_round, P.get_str(r, "contributor"),
+                        bytes(r["cid"]), bytes(r["content-hash"]),  # type: ignore[arg-type]
+                        bytes(r["signature"]),  # type: ignore[arg-type]
+                    )
+                    if sub.contributor.lower() != self.addresses[nid].lower():
+                        raise ValueError(f"contributor {sub.contributor} is not the node's "
+                                         f"registered address {self.addresses[nid]}")
+                    if recover_submission(ledger.domain, sub).lower() != sub.contributor.lower():
+                        raise ValueError("signature is not the contributor's")
+                except Exception as exc:
+                    report.failures.append(NodeFailure("train", nid, f"bad submission: {exc}"))
+                    continue
+                compute += _metric(msg, "compute-seconds")
+                self.meter.add_storage(rnd, int(_metric(msg, "blob-bytes")))
+                subs.append(sub)
+                sub_nodes.append(nid)
+                sub_meta.append(msg)
+            for nid in set(node_ids) - answered:
+                report.failures.append(NodeFailure("train", int(nid), "no reply (timeout)"))
+            rec.detail = f"{len(subs)} signed submissions from {len(node_ids)} contributors"
+
+        # ---- submit (one transaction) and close the window
+        with self.phases.phase(rnd, "submit") as rec:
+            if subs:
+                tx = ledger.submit_batch(task_id, chain_round, subs, close=True)
+                ids = [int(e.args["submission"]) for e in tx.named("Submitted")]
+                report.gas += tx.gas_used
+            else:
+                ids = []
+                ledger.close_submissions(task_id, chain_round)
+            by_id = dict(zip(ids, subs, strict=True))
+            rec.detail = f"{len(ids)} submissions in 1 transaction"
+
+        # ---- assign verifiers from the randomness block
+        with self.phases.phase(rnd, "assign") as rec:
+            assignment = ledger.assignments(task_id, chain_round) if ids else None
+            rec.detail = (f"seed 0x{assignment.seed.hex()[:12]}... from block "
+                          f"{assignment.rand_block}" if assignment else "nothing to verify")
+
+        # ---- verify: each verifier gets its own assignments
+        votes: list[SignedVote] = []
+        with self.phases.phase(rnd, "verify") as rec:
+            node_of = {a.lower(): nid for nid, a in self.addresses.items()}
+            per_node: dict[int, list[int]] = {}
+            if assignment is not None:
+                for sid, verifiers in assignment.verifiers.items():
+                    for v in verifiers:
+                        vnode = node_of.get(v.lower())
+                        if vnode is None:
+                            report.failures.append(NodeFailure(
+                                "verify", -1, f"assigned verifier {v} has no connected node"))
+                            continue
+                        per_node.setdefault(vnode, []).append(sid)
+            vmsgs = []
+            for nid, sids in per_node.items():
+                vcfg = ConfigRecord({
+                    **self._base_config(), "server-round": rnd, "round": chain_round,
+                    "submission-ids": sids,
+                    "cids": [by_id[s].cid for s in sids],
+                    "content-hashes": [by_id[s].content_hash for s in sids],
+                    "min-accuracy-bps": self.task.min_accuracy_bps,
+                })
+                vmsgs.append(Message(RecordDict({P.CONFIG: vcfg}), nid, P.MSG_VERIFY))
+            self.meter.add_sent(rnd, vmsgs)
+            vreplies = list(grid.send_and_receive(
+                vmsgs, timeout=self.verify_timeout or timeout)) if vmsgs else []
+            self.meter.add_received(rnd, vreplies)
+            answered = set()
+            accuracies: list[float] = []
+            for msg in vreplies:
+                nid = msg.metadata.src_node_id
+                answered.add(nid)
+                if msg.has_error():
+                    report.failures.append(NodeFailure("verify", nid, str(msg.error.reason)))
+                    continue
+                compute += _metric(msg, "compute-seconds")
+                self.meter.add_storage(rnd, int(_metric(msg, "fetched-bytes")))
+                try:
+                    r = msg.content.config_records[P.VOTES]
+                    sids = P.get_list(r, "submission-ids", int)
+                    approve = P.get_list(r, "approve", bool)
+                    sigs = P.get_list(r, "signatures", bytes)
+                    scores = P.get_list(r, "accuracy-bps", int)
+                    if not len(sids) == len(approve) == len(sigs) == len(scores):
+                        raise ValueError("vote lists differ in length")
+                except Exception as exc:
+                    report.failures.append(NodeFailure("verify", nid, f"bad votes: {exc}"))
+                    continue
+                verifier = self.addresses[nid]
+                for sid, ok, sig, score in zip(sids, approve, sigs, scores, strict=True):
+                    if sid not in per_node.get(nid, []):
+                        report.failures.append(NodeFailure(
+                            "verify", nid, f"vote on submission {sid} it was not assigned"))
+                        continue
+                    sub = by_id[sid]
+                    vote = SignedVote(task_id, chain_round, sid,
+                                      model_digest(sub.cid, sub.content_hash), verifier,
+                                      bool(ok), int(score), sig)
+                    try:
+                        if recover_vote(ledger.domain, vote).lower() != verifier.lower():
+                            raise ValueError("not signed by the verifier")
+                    except Exception as exc:
+                        report.failures.append(NodeFailure(
+                            "verify", nid, f"bad vote on submission {sid}: {exc}"))
+                        continue
+                    votes.append(vote)
+                    accuracies.append(score / 10000)
+            for nid in set(per_node) - answered:
+                report.failures.append(NodeFailure("verify", nid, "no reply (timeout)"))
+            rec.detail = f"{len(votes)} signed votes from {len(answered)} verifiers"
+
+        with self.phases.phase(rnd, "vote") as rec:
+            if votes:
+                tx = ledger.submit_votes(task_id, chain_round, votes)
+                report.gas += tx.gas_used
+            report.votes = len(votes)
+            rec.detail = f"{len(votes)} votes in {1 if votes else 0} transaction"
+
+        # ---- settle: early once everyone voted, else after the voting deadline
+        with self.phases.phase(rnd, "settle") as rec:
+            expected = sum(len(v) for v in assignment.verifiers.values()) if assignment else 0
+            if len(votes) < expected:
+                end = ledger.round(task_id, chain_round).vote_end
+                rec.detail = f"waiting for block {end + 1} (missing votes); "
+                ledger.chain.wait_for_block(end + 1, timeout=max(timeout, 60.0))
+            settlement = ledger.settle(task_id, chain_round)
+            report.gas += settlement.tx.gas_used
+            for s in settlement.submissions:
+                sub = by_id[s.submission]
+                report.submissions[s.submission] = (
+                    s.contributor, sub.cid, s.status.name, s.yes, s.cast)
+            report.accepted = settlement.accepted
+            rec.detail += (f"{settlement.accepted} accepted of {len(settlement.submissions)}; "
+                           f"paid {settlement.total_paid} wei")
+
+        # ---- aggregate the accepted models, record the result's CID
+        new_arrays: ArrayRecord | None = None
+        with self.phases.phase(rnd, "aggregate") as rec:
+            accepted = [by_id[s.submission] for s in settlement.submissions
+                        if s.status.name == "ACCEPTED"]
+            models = self._fetch(rnd, accepted)
+            current = {k: np.asarray(a.numpy()) for k, a in arrays.items()}
+            agg = self.aggregate_fn(models, current or None)
+            if agg is not None:
+                from coopflower.blob import pack_arrays
+
+                blob = pack_arrays(agg, {"round": str(chain_round), "task": str(task_id),
+                                         "aggregated": str(len(models))})
+                cid = self._open_store().put(blob).to_bytes()
+                self.meter.add_storage(rnd, len(blob))
+                tx = ledger.record_metamodel(task_id, chain_round, cid, _content_hash(blob))
+                report.gas += tx.gas_used
+                report.meta_cid = cid
+                new_arrays = ArrayRecord({k: Array(np.asarray(v)) for k, v in agg.items()})
+                rec.detail = f"{len(models)} accepted models aggregated, CID recorded"
+            else:
+                rec.detail = "no accepted model fits: global model unchanged"
+
+        report.wall_seconds = time.perf_counter() - t_round
+        report.phase_seconds = self.phases.seconds(rnd)
+        report.compute_seconds = compute
+        report.tx = ledger.chain.tx_count - tx0
+        report.bytes = self.meter.total(rnd)
+        report.new_arrays = new_arrays
+        report.train_metrics = self._train_metrics(sub_meta, report)
+        report.verify_metrics = MetricRecord({
+            "votes": len(votes),
+            "mean-verifier-accuracy": float(np.mean(accuracies)) if accuracies else 0.0,
+            "accepted": report.accepted,
+            "failures": len(report.failures),
+        })
+        for f in report.failures:
+            log(WARNING, "round %d: node %d failed in %s: %s", rnd, f.node_id, f.phase, f.reason)
+        return report
+
+    def _train_metrics(self, replies: Sequence[Message], report: RoundReport) -> MetricRecord:
+        n = [_metric(m, "num-examples") for m in replies]
+        total = sum(n) or 1.0
+        out: dict[str, int | float | list[int] | list[float]] = {
+            "submissions": len(replies),
+            "accepted": report.accepted,
+            "tx": report.tx,
+        }
+        for key in ("train-loss", "train-accuracy"):
+            out[key] = sum(w * _metric(m, key) for w, m in zip(n, replies, strict=True)) / total
+        return MetricRecord(out)
+
+    def _fetch(self, rnd: int, accepted: Sequence[Any]) -> list[AcceptedModel]:
+        """Fetch accepted blobs by CID (the store checks the bytes) and unpack them."""
+        from coopflower.blob import BlobError, unpack_arrays
+        from coopflower.storage.errors import StorageError
+
+        store = self._open_store()
+        out = []
+        for sub in accepted:
+            try:
+                blob = store.get(sub.cid)
+                self.meter.add_storage(rnd, len(blob))
+                if _content_hash(blob) != sub.content_hash:
+                    raise ValueError("content hash mismatch")
+                arrays, meta = unpack_arrays(blob)
+                classes = tuple(int(c) for c in meta.get("classes", "").split(",") if c)
+                out.append(AcceptedModel(sub.cid, sub.contributor, meta.get("model", ""),
+                                         int(meta.get("num-examples", "1")), arrays, classes))
+            except (StorageError, BlobError, ValueError) as exc:
+                log(WARNING, "accepted model %s unusable by the initiator: %s",
+                    sub.cid.hex()[:16], exc)
+        return out
+
+
+def reports_table(reports: Sequence[RoundReport]) -> str:
+    """A plain-text table of round reports (for logs and docs)."""
+    lines = [f"{'round':>5} {'subs':>4} {'votes':>5} {'acc':>3} {'fail':>4} {'tx':>3} "
+             f"{'wall s':>7} {'compute s':>9} {'bytes':>10}"]
+    for r in reports:
+        lines.append(f"{r.server_round:>5} {len(r.submissions):>4} {r.votes:>5} {r.accepted:>3} "
+                     f"{len(r.failures):>4} {r.tx:>3} {r.wall_seconds:>7.2f} "
+                     f"{r.compute_seconds:>9.2f} {r.bytes:>10}")
+    return "\n".join(lines)
+
