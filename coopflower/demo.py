@@ -134,10 +134,10 @@ def run_demo(as_json: bool = False, seed: int = 0) -> int:
 
     settlement = ledger.settle(task, rnd)
     report.gas["settle"] = settlement.tx.gas_used
-    for s in settlement.submissions:
-        report.decisions[s.contributor] = s.status.name
-        _say(f"submission {s.submission} by {s.contributor[:10]}: {s.status.name} "
-             f"({s.yes}/{s.cast} yes)")
+    for decided in settlement.submissions:
+        report.decisions[decided.contributor] = decided.status.name
+        _say(f"submission {decided.submission} by {decided.contributor[:10]}: "
+             f"{decided.status.name} ({decided.yes}/{decided.cast} yes)")
     report.paid_wei = dict(settlement.paid)
     report.seconds = round(time.perf_counter() - t0, 2)
     _say(f"settled: {settlement.accepted} accepted, {settlement.total_paid} wei paid; "
