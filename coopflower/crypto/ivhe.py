@@ -109,7 +109,7 @@ class IVHEParams:
         nonnegative: the paper's choice for the ReLU trick (non-negative ``T``, ``A``, ``E``).
     """
 
-    w: int = 2**24
+    w: int = 2**28
     l: int = 48  # noqa: E741 (the paper's name)
     a_bound: int = 8
     e_bound: int = 1
@@ -188,7 +188,8 @@ class SwitchingKey:
 
     ``gain`` multiplies the input error and plaintext bounds (1 for plain key switching, the
     max row L1 norm of ``G`` for a linear transform, ``sum |H|`` for an inner product);
-    ``err_add`` bounds ``|E c*|``; ``round_err`` bounds the inner product's rounding term.
+    ``err_add`` bounds ``|E c*|``; ``round_err`` bounds the inner product's rounding term;
+    ``params`` are the public parameters it was made with.
     """
 
     M: IntArray
@@ -199,6 +200,7 @@ class SwitchingKey:
     gain: int = 1
     err_add: int = 0
     round_err: int = 0
+    params: IVHEParams | None = None
     row_l1: int = field(default=0)
 
     def __post_init__(self) -> None:
@@ -320,6 +322,7 @@ def switching_key(
         gain=gain,
         err_add=n * p.l * p.e_bound,
         round_err=round_err,
+        params=p,
     )
 
 
