@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Start a coopflower SuperNode (a computing/verification contributor) on a board or any host.
+#
+# Settings come from the environment (or an env file given with --env FILE, as systemd does):
+#   SUPERLINK        host:port of the SuperLink's Fleet API        (required, e.g. 10.0.0.2:9092)
+#   PARTITION_ID     this node's partition index                   (required)
+#   NUM_PARTITIONS   how many nodes share the data                 (required)
+#   MODEL            table1_c1 | table1_c2 | table1_c3 | table4    (default table4)
+#   PARTITION        iid | dirichlet | labels                      (default iid)
+#   LABELS           label subset for PARTITION=labels, e.g. 0,1,2,3,4
+#   ALPHA            Dirichlet concentration                       (default 0.5)
+#   STORE            the node's IPFS Kubo RPC URL (default: the server's storage spec)
+#   KEY_FILE         the node's Ethereum key file (created on first start, never sent)
+#   MNIST_DIR        local MNIST IDX files (default: the 5000 shipped digits)
+#   CLIENTAPP_PORT   the SuperNode's local ClientAppIo port        (default 9094; one per node/host)
+#   INSECURE=1       plaintext gRPC (loopback and lab networks only); otherwise ROOT_CERT=path
+#   VENV             the virtual environment with coopflower       (default: the repo's .venv)
+# --dry-run prints the command instead of running it.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+dry=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --env) set -a; . "$2"; set +a; shift 2 ;;
+    --dry-run) dry=1; shift ;;
+    *) echo "supernode.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+: "${SUPERLINK:?set SUPERLINK=host:port}"
+: "${PARTITION_ID:?set PARTITION_ID}"
+: "${NUM_PARTITIONS:?set NUM_PARTITIONS}"
+VENV=${VENV:-$here/../.venv}
+
+cfg="partition-id=$PARTITION_ID num-partitions=$NUM_PARTITIONS model=\"${MODEL:-table4}\""
+cfg="$cfg partition=\"${PARTITION:-iid}\" alpha=${ALPHA:-0.5}"
+[ -n "${LABELS:-}" ] && cfg="$cfg labels=\"$LABELS\""
+[ -n "${STORE:-}" ] && cfg="$cfg store=\"$STORE\""
+[ -n "${KEY_FILE:-}" ] && cfg="$cfg key-file=\"$KEY_FILE\""
+[ -n "${MNIST_DIR:-}" ] && cfg="$cfg mnist-dir=\"$MNIST_DIR\""
+
+args=(--superlink "$SUPERLINK" --node-config "$cfg" --port "${CLIENTAPP_PORT:-9094}")
+if [ "${INSECURE:-0}" = 1 ]; then
+  args+=(--insecure)
+else
+  : "${ROOT_CERT:?set ROOT_CERT=path/to/ca.pem (or INSECURE=1 on a lab network)}"
+  args+=(--root-certificates "$ROOT_CERT")
+fi
+export FLWR_TELEMETRY_ENABLED=${FLWR_TELEMETRY_ENABLED:-0}
+if [ "$dry" = 1 ]; then
+  printf '%q ' "$VENV/bin/flower-supernode" "${args[@]}"; echo
+  exit 0
+fi
+exec "$VENV/bin/flower-supernode" "${args[@]}"

@@ -1,0 +1,46 @@
+import os
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "edge" / "supernode.sh"
+
+
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    full = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), **env}
+    return subprocess.run(["bash", str(SCRIPT), *args], env=full, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_supernode_script_builds_a_command_flower_accepts(tmp_path: Path) -> None:
+    env = {"SUPERLINK": "127.0.0.1:9092", "PARTITION_ID": "2", "NUM_PARTITIONS": "4",
+           "MODEL": "table1_c3", "PARTITION": "labels", "LABELS": "5,6,7,8,9",
+           "KEY_FILE": str(tmp_path / "k.json"), "INSECURE": "1", "CLIENTAPP_PORT": "9123"}
+    out = _run(env, "--dry-run")
+    assert out.returncode == 0, out.stderr
+    argv = shlex.split(out.stdout)
+    assert argv[0].endswith("flower-supernode")
+    cfg = argv[argv.index("--node-config") + 1]
+    assert 'partition-id=2' in cfg and 'labels="5,6,7,8,9"' in cfg and 'model="table1_c3"' in cfg
+    assert argv[argv.index("--port") + 1] == "9123" and "--insecure" in argv
+    # flower-supernode's own parser accepts every flag the script passes
+    helped = subprocess.run([argv[0], "--help"], capture_output=True, text=True, timeout=120)
+    for flag in (a for a in argv[1:] if a.startswith("--")):
+        assert flag in helped.stdout, flag
+
+
+@pytest.mark.parametrize("missing", ["SUPERLINK", "PARTITION_ID", "NUM_PARTITIONS"])
+def test_supernode_script_names_a_missing_setting(missing: str) -> None:
+    env = {"SUPERLINK": "127.0.0.1:9092", "PARTITION_ID": "0", "NUM_PARTITIONS": "1",
+           "INSECURE": "1"}
+    del env[missing]
+    out = _run(env, "--dry-run")
+    assert out.returncode != 0 and missing in out.stderr
+
+
+def test_supernode_script_requires_tls_or_explicit_insecure() -> None:
+    out = _run({"SUPERLINK": "h:1", "PARTITION_ID": "0", "NUM_PARTITIONS": "1"}, "--dry-run")
+    assert out.returncode != 0 and "ROOT_CERT" in out.stderr
