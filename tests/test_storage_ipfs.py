@@ -32,7 +32,9 @@ pytestmark = pytest.mark.node
 KIB = 1024
 MIB = 1024 * KIB
 SIZES = {"0B": 0, "1KiB": KIB, "256KiB": 256 * KIB, "256KiB+1": 256 * KIB + 1,
-         "1MiB": MIB, "3MiB": 3 * MIB}
+         "1MiB": MIB, "3MiB": 3 * MIB,
+         # one full node of 174 leaves, and one byte more: the first tree of two levels
+         "174x256KiB": 174 * 256 * KIB, "174x256KiB+1": 174 * 256 * KIB + 1}
 
 
 def _data(n: int, seed: int) -> bytes:
