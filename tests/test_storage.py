@@ -114,3 +114,22 @@ def test_open_store_selects_the_backend(tmp_path: Path, monkeypatch: pytest.Monk
     store = open_store()
     assert isinstance(store, EmbeddedStore)
     assert store.root == tmp_path / "cache" / "coopflower" / "store"
+
+
+def test_daemon_names_the_missing_tool(tmp_path: Path) -> None:
+    from coopflower.storage.daemon import find_jsipfs, ipfs_daemon
+    from coopflower.storage.errors import DaemonError
+
+    with pytest.raises(DaemonError, match="setup.sh --node"):
+        find_jsipfs(tmp_path)
+    with pytest.raises(DaemonError, match="js-ipfs is not installed"):
+        with ipfs_daemon(tools_dir=tmp_path):
+            pass
+
+
+def test_block_files_are_readable_and_complete(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path)
+    cid = store.put(b"public model")
+    path = store.block_path(cid)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert path.read_bytes() == b"public model"

@@ -81,6 +81,7 @@ class EmbeddedStore:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; blocks are public content
             os.replace(tmp, path)
         except OSError as e:
             with contextlib.suppress(OSError):
