@@ -4,7 +4,8 @@ Six families of inputs, at least 10,000 in all (each test asserts its own count)
 random headers behind a valid length prefix, truncations and bit flips of valid blobs, header
 JSON mutations, lying offsets, and huge declared shapes. Every rejection must come from one of
 the parser's own checks (never from its last-resort safety net), and every accepted blob must
-re-pack to bytes that unpack to the same arrays.
+re-pack to bytes that unpack to the same arrays, and load in the safetensors package as the
+same arrays.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from safetensors.numpy import load as safetensors_load
 
 from coopflower.blob import BlobError, BlobLimits, pack_arrays, unpack_arrays
 
@@ -65,6 +67,10 @@ def check(blob: bytes) -> bool:
         np.testing.assert_array_equal(again[name], arr)
         if arr.dtype.kind == "f":
             assert np.isfinite(arr).all()
+    theirs = safetensors_load(blob)  # whatever we accept is valid safetensors, same arrays
+    assert set(theirs) == set(arrays)
+    for name, arr in arrays.items():
+        np.testing.assert_array_equal(theirs[name], arr)
     return True
 
 
