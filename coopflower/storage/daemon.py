@@ -32,8 +32,12 @@ from coopflower.storage.errors import DaemonError
 
 __all__ = ["ipfs_daemon", "find_jsipfs", "DEFAULT_TOOLS_DIR"]
 
-DEFAULT_TOOLS_DIR = Path(__file__).resolve().parents[2] / "tools" / "ipfs"
-"""``tools/ipfs`` of the repository (where ``scripts/setup.sh --node`` installs js-ipfs)."""
+DEFAULT_TOOLS_DIR = (
+    Path(os.environ.get("COOPFLOWER_TOOLS", Path(__file__).resolve().parents[2] / "tools"))
+    / "ipfs"
+)
+"""``tools/ipfs`` of the repository (where ``scripts/setup.sh --node`` installs js-ipfs), or
+``$COOPFLOWER_TOOLS/ipfs`` (the same variable the chain node launchers read)."""
 
 _CLI = Path("node_modules") / "ipfs" / "src" / "cli.js"
 
@@ -46,8 +50,8 @@ def find_jsipfs(tools_dir: Path | None = None) -> tuple[str, Path]:
     """Locate ``node`` and js-ipfs's ``cli.js``.
 
     Args:
-        tools_dir: the npm project holding js-ipfs (``$COOPFLOWER_IPFS_TOOLS`` or
-            ``tools/ipfs`` by default).
+        tools_dir: the npm project holding js-ipfs (default ``$COOPFLOWER_IPFS_TOOLS``, else
+            :data:`DEFAULT_TOOLS_DIR`).
 
     Returns:
         (path of node, path of cli.js).
@@ -70,7 +74,7 @@ def find_jsipfs(tools_dir: Path | None = None) -> tuple[str, Path]:
     return node, cli
 
 
-def _free_port() -> int:
+def _free_port() -> int:  # as ledger.nodes.free_port, without importing the web3 stack
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
