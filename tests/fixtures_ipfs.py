@@ -51,5 +51,6 @@ def ensure_jsipfs() -> None:
 def ipfs_daemon() -> Iterator[str]:
     """A js-ipfs daemon for this test module; yields its Kubo RPC API URL."""
     ensure_jsipfs()
-    with _run_daemon() as url:
+    # 3-11 s measured; a loaded CI machine gets more room than the 30 s default
+    with _run_daemon(startup_timeout=90.0) as url:
         yield url
