@@ -63,6 +63,7 @@ def run_server(grid: Grid, settings: AppSettings) -> tuple[Strategy, Result]:
         "lr": settings.lr,
         "batch-size": settings.batch_size,
         "seed": settings.seed,
+        "model": settings.model,
         "store": settings.store_spec(),
     })
     result = strategy.start(

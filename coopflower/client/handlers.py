@@ -42,7 +42,7 @@ class NodeSettings:
     partition_id: int
     num_partitions: int
     key_file: Path
-    model: str
+    model: str | None
     partition: str
     alpha: float
     labels: frozenset[int] | None
@@ -65,7 +65,7 @@ class NodeSettings:
                 partition_id=pid,
                 num_partitions=num,
                 key_file=key_file,
-                model=str(cfg.get("model", DEFAULT_MODEL)),
+                model=str(cfg["model"]) if cfg.get("model") else None,
                 partition=str(cfg.get("partition", "iid")),
                 alpha=float(cfg.get("alpha", 0.5)),
                 labels=parse_labels(str(cfg["labels"])) if cfg.get("labels") else None,
@@ -142,6 +142,31 @@ def _load_global(model: nn.Module, record: ArrayRecord | None) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1)
+def _signatures() -> dict[tuple[tuple[str, tuple[int, ...]], ...], str]:
+    from coopflower.models import MODEL_NAMES, build_model
+
+    out = {}
+    for name in MODEL_NAMES:
+        state = build_model(name).state_dict()
+        out[tuple(sorted((k, tuple(v.shape)) for k, v in state.items()))] = name
+    return out
+
+
+def _model_name(settings: NodeSettings, arrays: ArrayRecord | None,
+                cfg: Mapping[str, Any]) -> str:
+    """The node's architecture: its node config's ``model`` if set, else the global model's
+    (recognised by its names and shapes), else the config's ``model``, else the default."""
+    if settings.model:
+        return settings.model
+    if arrays is not None and len(arrays):
+        sig = tuple(sorted((k, tuple(a.shape)) for k, a in arrays.items()))
+        found = _signatures().get(sig)
+        if found:
+            return found
+    return P.get_str(cfg, "model", DEFAULT_MODEL)
+
+
 def _node_key(settings: NodeSettings, context: Context) -> NodeKey:
     return load_or_create_key(settings.key_file)
 
@@ -160,9 +185,12 @@ def handle_train(msg: Message, context: Context) -> Message:
     data = local_data(settings)
     seed = P.get_int(cfg, "seed", 0) * 1000 + settings.partition_id
     torch.manual_seed(seed)
-    model = build_model(settings.model)
     arrays = msg.content.array_records.get(P.ARRAYS)
-    _load_global(model, arrays)
+    name = _model_name(settings, arrays, cfg)
+    model = build_model(name)
+    if not _load_global(model, arrays) and mode == P.MODE_FEDAVG and arrays:
+        raise P.ProtocolError(f"the global model does not fit this node's {name}: FedAvg "
+                              "needs one architecture (use the coordinated strategy)")
     res = train_model(
         model, data.train_x, data.train_y,
         epochs=P.get_int(cfg, "epochs", 1),
@@ -190,7 +218,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         int(c) for c in np.unique(data.train_y)
     )
     blob = state_dict_to_blob(model, metadata={
-        "model": settings.model,
+        "model": name,
         "classes": ",".join(map(str, classes)),
         "num-examples": str(res.num_examples),
     })
@@ -203,7 +231,7 @@ def handle_train(msg: Message, context: Context) -> Message:
         "content-hash": sub.content_hash,
         "signature": sub.signature,
         "contributor": key.address,
-        "model": settings.model,
+        "model": name,
     })
     content = RecordDict({P.SUBMISSION: record, P.METRICS: MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)
@@ -269,10 +297,11 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
 
     settings = NodeSettings.from_node_config(context.node_config)
     data = local_data(settings)
-    model = build_model(settings.model)
-    loaded = _load_global(model, msg.content.array_records.get(P.ARRAYS))
-    if not loaded:
-        raise P.ProtocolError(f"the global model does not fit this node's {settings.model}")
+    arrays = msg.content.array_records.get(P.ARRAYS)
+    name = _model_name(settings, arrays, {})
+    model = build_model(name)
+    if not _load_global(model, arrays):
+        raise P.ProtocolError(f"the global model does not fit this node's {name}")
     res = evaluate_model(model, data.verify_x, data.verify_y)
     metrics = MetricRecord({
         "num-examples": res.num_examples,
@@ -294,7 +323,7 @@ def handle_register(msg: Message, context: Context) -> Message:
         "address": key.address,
         "signature": duties.sign_registration(key, cfg),
         "partition-id": settings.partition_id,
-        "model": settings.model,
+        "model": settings.model or "",
     })
     return Message(content=RecordDict({P.REGISTRATION: record}), reply_to=msg)
 

@@ -1,0 +1,162 @@
+"""Round overhead of the coordinated strategy against Flower's FedAvg on the same simulation.
+
+One Flower simulation (Ray) with ``--clients`` SuperNodes runs FedAvg for ``--rounds`` rounds
+and then the coordinated strategy for ``--rounds`` rounds, on the same warm workers, with the
+same model, data partition and local epochs. Each client runs alone (``num_cpus`` = all cores
+per client), so the local training and evaluation compute the clients report adds up to the
+wall time it took; the rest of a round's wall time is coordination: chain transactions,
+storage, signing and checking signatures, relaying messages, waiting.
+
+    python bench/round_overhead.py --json                 # embedded chain and store
+    python bench/round_overhead.py --json --anvil --ipfs  # anvil + a js-ipfs daemon
+
+Prints one line per phase per round, then one JSON object with ``fedavg_round_s``,
+``coop_round_s`` (means over rounds 2..n: round 1 pays for cold workers),
+``coordination_fraction`` (coordinated round: wall time outside local compute, over wall
+time), ``fedavg_overhead_fraction`` (the same for FedAvg), ``bytes_per_round_fedavg``,
+``bytes_per_round_coop`` (messages plus storage), ``tx_per_round`` and per-phase seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+@contextlib.contextmanager
+def _backends(use_anvil: bool, use_ipfs: bool, store_dir: Path) -> Iterator[dict[str, Any]]:
+    with contextlib.ExitStack() as stack:
+        out: dict[str, Any] = {"chain": None, "key": None, "store": str(store_dir),
+                               "chain_kind": "embedded", "store_kind": "embedded"}
+        if use_anvil:
+            from coopflower.ledger.nodes import anvil
+
+            node = stack.enter_context(anvil())
+            out.update(chain=node.url, key=node.private_keys[0], chain_kind="anvil")
+        if use_ipfs:
+            from coopflower.storage.daemon import ipfs_daemon
+
+            out.update(store=stack.enter_context(ipfs_daemon()), store_kind="js-ipfs")
+        yield out
+
+
+def run(clients: int, rounds: int, model: str, epochs: int, use_anvil: bool,
+        use_ipfs: bool) -> dict[str, Any]:
+    """Run both strategies in one simulation; returns the figures."""
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_TMPDIR", "/tmp/coopflower-ray")
+    tmp = Path(tempfile.mkdtemp(prefix="coop-bench-"))
+    os.environ["COOPFLOWER_HOME"] = str(tmp / "home")
+    from flwr.app import ConfigRecord, Context
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.simulation import run_simulation
+
+    from coopflower.app.client_app import app as client_app
+    from coopflower.app.server_app import initial_arrays
+    from coopflower.ledger import CoopLedger, connect
+    from coopflower.storage import open_store
+    from coopflower.strategy.baseline import FedAvgBaseline
+    from coopflower.strategy.chainlog import ChainRoundLogger
+    from coopflower.strategy.coordinated import CoordinatedStrategy, TaskConfig
+
+    figures: dict[str, Any] = {}
+    with _backends(use_anvil, use_ipfs, tmp / "store") as be:
+        server = ServerApp()
+
+        @server.main()
+        def main(grid: Grid, context: Context) -> None:
+            train_cfg = {"epochs": epochs, "lr": 0.05, "batch-size": 32, "seed": 0,
+                         "store": be["store"]}
+            chain = connect(be["chain"], private_key=be["key"])
+            ledger = CoopLedger.deploy(chain)
+            store = open_store(be["store"])
+            fed = FedAvgBaseline(round_logger=ChainRoundLogger(ledger, store),
+                                 min_available_nodes=clients, min_train_nodes=clients,
+                                 min_evaluate_nodes=clients)
+            print(f"FedAvg: {rounds} rounds on {clients} clients", file=sys.stderr, flush=True)
+            tx0 = chain.tx_count
+            fed.start(grid=grid, initial_arrays=initial_arrays(model), num_rounds=rounds,
+                      train_config=ConfigRecord(dict(train_cfg)))
+            fed_tx = (chain.tx_count - tx0) / rounds
+            coop = CoordinatedStrategy(
+                task=TaskConfig(k=3, quorum=2, min_accuracy_bps=3000), ledger=ledger,
+                store=be["store"], min_available_nodes=clients, min_train_nodes=clients)
+            print(f"Coordinated: {rounds} rounds on {clients} clients", file=sys.stderr,
+                  flush=True)
+            coop.start(grid=grid, initial_arrays=initial_arrays(model), num_rounds=rounds,
+                       train_config=ConfigRecord(dict(train_cfg)))
+            later = list(range(2, rounds + 1)) or [1]
+            f_wall = [fed.round_seconds[r] for r in later]
+            f_comp = [fed.compute_seconds[r] for r in later]
+            reps = [coop.reports[r - 1] for r in later]
+            c_wall = [r.wall_seconds for r in reps]
+            c_comp = [r.compute_seconds for r in reps]
+            phases = {k: _mean([r.phase_seconds.get(k, 0.0) for r in reps])
+                      for k in reps[0].phase_seconds}
+            figures.update({
+                "clients": clients, "rounds": rounds, "model": model, "local_epochs": epochs,
+                "chain": be["chain_kind"], "store": be["store_kind"],
+                "fedavg_round_s": round(_mean(f_wall), 3),
+                "coop_round_s": round(_mean(c_wall), 3),
+                "fedavg_compute_s": round(_mean(f_comp), 3),
+                "coop_compute_s": round(_mean(c_comp), 3),
+                "coordination_fraction": round(1 - _mean(c_comp) / _mean(c_wall), 4),
+                "fedavg_overhead_fraction": round(1 - _mean(f_comp) / _mean(f_wall), 4),
+                "coop_over_fedavg": round(_mean(c_wall) / _mean(f_wall), 3),
+                "bytes_per_round_fedavg": int(_mean([fed.meter.total(r) for r in later])),
+                "bytes_per_round_coop": int(_mean([r.bytes for r in reps])),
+                "tx_per_round": _mean([float(r.tx) for r in reps]),
+                "tx_per_round_fedavg": fed_tx,
+                "gas_per_round_coop": int(_mean([float(r.gas) for r in reps])),
+                "accepted_per_round": _mean([float(r.accepted) for r in reps]),
+                "coop_phase_s": {k: round(v, 3) for k, v in phases.items()},
+            })
+
+        t0 = time.perf_counter()
+        run_simulation(server, client_app, num_supernodes=clients, backend_config={
+            "client_resources": {"num_cpus": os.cpu_count() or 1},  # one client at a time
+            "init_args": {"num_cpus": os.cpu_count() or 1},
+        })
+        figures["total_s"] = round(time.perf_counter() - t0, 1)
+    if "coop_round_s" not in figures:
+        raise SystemExit("the simulation did not finish: see the log above")
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run, print the JSON object."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    p.add_argument("--clients", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--model", default="table1_c1", help="a Table I/IV model name")
+    p.add_argument("--epochs", type=int, default=1, help="local epochs per round")
+    p.add_argument("--anvil", action="store_true", help="run on a local anvil node")
+    p.add_argument("--ipfs", action="store_true", help="store blobs in a js-ipfs daemon")
+    args = p.parse_args(argv)
+    figures = run(args.clients, args.rounds, args.model, args.epochs, args.anvil, args.ipfs)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for k, v in figures.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
