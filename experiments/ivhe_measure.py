@@ -214,6 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f"first ReLU inexact on {100 * row['relu_units_inexact']:.2f}% of units "
             f"(relative error {row['relu_rel_error']:.2e})")
     out["randomisation_sweep"] = sweep
+    out["bit_widths"] = bit_widths(model, encs, sc)
     out["paper_table5"] = PAPER_TABLE5
     out["config"] = {
         "train": len(tr), "test": len(te), "epochs": args.epochs, "seed": args.seed,
@@ -223,6 +224,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "data_source": data.source,
     }
     return out
+
+
+def bit_widths(
+    model: torch.nn.Module,
+    encs: dict[tuple[str, int], strategies.EncryptedModel],
+    sc: Scaling,
+) -> dict[str, Any]:
+    """Worst-case bit widths (log2 of the static bounds) of every stage, p = 2^7: what the
+    int64 decision rests on (docs/ivhe.md)."""
+    from coopflower.crypto.network import compile_layers, layers_of
+
+    res: dict[str, Any] = {}
+    plan = compile_layers(layers_of(model), float(sc.q), sc.q, sc)  # type: ignore[arg-type]
+    res["plain_output_bound_bits"] = round(float(np.log2(plan.bound_out)), 1)
+    res["plain_shifts"] = [layer.shift for layer in plan.layers]
+    for strategy in strategies.STRATEGIES:
+        enc = encs[(strategy, sc.p)]
+        res[f"{strategy}_first_layer_bound_bits"] = round(
+            float(np.log2(strategies.first_layer_bound(enc))), 1
+        )
+        res[f"{strategy}_ciphertext_max_bits"] = round(
+            float(np.log2(max(1, int(np.abs(enc.enc_weight).max())))), 1
+        )
+        taps = int(np.prod(enc.enc_weight.shape[1:4]))
+        res[f"{strategy}_preactivation_error_bound"] = taps * sc.q * enc.enc_err + enc.enc_err
+    res["w"] = encs[("elementwise", sc.p)].params.w
+    return res
 
 
 def plot(out: dict[str, Any], path: Path) -> None:

@@ -51,6 +51,7 @@ __all__ = [
     "plain_int_forward",
     "decrypt_outputs",
     "encrypted_preactivations",
+    "first_layer_bound",
 ]
 
 STRATEGIES = ("elementwise", "pairwise")
@@ -370,7 +371,8 @@ def encrypted_preactivations(enc: EncryptedModel, u: torch.Tensor) -> torch.Tens
     return y.permute(0, 2, 3, 4, 1)
 
 
-def _first_bound(enc: EncryptedModel) -> int:
+def first_layer_bound(enc: EncryptedModel) -> int:
+    """Worst-case ``|output|`` of the encrypted first layer for inputs in ``[0, q]``."""
     w = enc.enc_weight
     if enc.strategy == "elementwise":
         per: IntArray = np.moveaxis(w, -1, 0).reshape(2, w.shape[0], -1)  # (2, O, C*k*k)
@@ -398,25 +400,27 @@ def cipher_forward(
     w = torch.from_numpy(enc.enc_weight)
     b = torch.from_numpy(enc.enc_bias)
     scale = float(enc.params.w) * sc.p * sc.q
-    bound = _first_bound(enc)
+    bound = first_layer_bound(enc)
     first = layers[0]
     if first.pool == "avg":
         bound, scale = bound * 4, scale * 4
     override = torch.from_numpy(enc.pair_weight) if enc.pair_weight is not None else None
     plan = compile_layers(layers[1:], scale, bound, sc, override)
     outs: list[torch.Tensor] = []
+    # element-wise: the two components as contiguous (weight, bias) pairs; pair-wise: one
+    comps = (
+        [(w[..., i].contiguous(), b[:, i].contiguous().view(1, -1, 1, 1)) for i in (0, 1)]
+        if enc.strategy == "elementwise"
+        else [(w, b.view(1, -1, 1, 1))]
+    )
     for start in range(0, u_all.shape[0], batch_size):
         u = u_all[start : start + batch_size]
-        if enc.strategy == "elementwise":
-            pair = []
-            for comp in (0, 1):
-                y = F.conv2d(u, w[..., comp], padding="same") + b[:, comp].view(1, -1, 1, 1)
-                h = post_ops(y, first.relu, first.pool)
-                pair.append(execute(plan, h, with_bias=comp == 0))
-            outs.append(torch.stack(pair, dim=-1))
-        else:
-            y = F.conv2d(u, w, padding="same") + b.view(1, -1, 1, 1)
-            outs.append(execute(plan, post_ops(y, first.relu, first.pool)))
+        res = []
+        for i, (wc, bc) in enumerate(comps):
+            y = F.conv2d(u, wc, padding="same")
+            y += bc
+            res.append(execute(plan, post_ops(y, first.relu, first.pool), with_bias=i == 0))
+        outs.append(torch.stack(res, dim=-1) if len(res) == 2 else res[0])
     return CipherOutputs(enc.strategy, torch.cat(outs), plan.scale_out)
 
 
