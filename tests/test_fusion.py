@@ -15,6 +15,7 @@ from coopflower.fusion import (
     FusionError,
     MetaModel,
     PrivateModel,
+    arrays_to_metamodel,
     blob_to_metamodel,
     block_mask,
     compute_features,
@@ -22,6 +23,7 @@ from coopflower.fusion import (
     fuse_models,
     identity_mask,
     images_to_tensor,
+    make_fusion_aggregate,
     metamodel_to_blob,
 )
 from coopflower.models import build_model
@@ -210,12 +212,45 @@ def test_blob_round_trip_and_malformed_blobs() -> None:
     wrong["fusion.A"] = arrays["fusion.A"][:-1]
     with pytest.raises(FusionError, match="fusion.A"):
         blob_to_metamodel(pack_arrays(wrong, md))
-    with pytest.raises(FusionError, match="archs|unknown model"):
-        blob_to_metamodel(pack_arrays(arrays, {**md, "archs": '["vgg"]'}))
+    vgg = {**arrays, "model0.arch": np.frombuffer(b"vgg", np.uint8).copy()}
+    with pytest.raises(FusionError, match="unknown model"):
+        blob_to_metamodel(pack_arrays(vgg, md))
     with pytest.raises(FusionError, match="format"):
         blob_to_metamodel(pack_arrays(arrays, {**md, "format": "x"}))
     with pytest.raises(FusionError, match="unexpected"):
         blob_to_metamodel(pack_arrays({**arrays, "evil": np.zeros(2, np.float32)}, md))
+
+
+def test_fusion_aggregate_fits_the_strategy_step(mnist: tuple[np.ndarray, np.ndarray]) -> None:
+    from coopflower.strategy.aggregate import AcceptedModel
+
+    images, labels = mnist
+    torch.manual_seed(0)
+    a, b = build_model("table4"), build_model("table1_c1")
+    accepted = [
+        AcceptedModel(b"c1", "0xa", "table4", 10, {k: v.numpy() for k, v in a.state_dict().items()},
+                      (0, 1, 2, 3, 4)),
+        AcceptedModel(b"c2", "0xb", "table1_c1", 10,
+                      {k: v.numpy() for k, v in b.state_dict().items()}, ()),
+    ]
+    agg = make_fusion_aggregate(images[:60], labels[:60], "II",
+                                FusionConfig(epochs_stage1=1, epochs_stage2=1))
+    out = agg(accepted, None)
+    assert out is not None and agg.last is not None
+    assert agg.last.metrics.hidden_dim == 15  # 5 known classes + all 10
+    assert unpack_arrays(pack_arrays(out))[0].keys() == out.keys()  # the strategy packs it
+    meta = arrays_to_metamodel(out)
+    assert meta.label_sets == [[0, 1, 2, 3, 4], list(range(10))]
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.equal(meta(x), agg.last.meta(x))
+    assert agg([], None) is None
+    avg = make_fusion_aggregate(images[:60], labels[:60], "average")
+    same = [accepted[0], AcceptedModel(b"c3", "0xc", "table4", 30, accepted[0].arrays, ())]
+    averaged = avg(same, None)
+    assert averaged is not None
+    assert np.allclose(averaged["out.bias"], accepted[0].arrays["out.bias"])
+    with pytest.raises(FusionError, match="mode"):
+        make_fusion_aggregate(images[:60], labels[:60], "median")  # type: ignore[arg-type]
 
 
 def _train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int) -> None:

@@ -4,8 +4,16 @@ Strategy I (random ``A``, ``B``) and Strategy II (gradual fusion), trained by th
 its own data; serialisable to a model blob so the strategy stores it by CID.
 """
 
+from coopflower.fusion.aggregate import FusionAggregate, make_fusion_aggregate
 from coopflower.fusion.metamodel import FusionError, MetaModel, Strategy, block_mask, identity_mask
-from coopflower.fusion.serialize import arch_name, blob_to_metamodel, metamodel_to_blob
+from coopflower.fusion.serialize import (
+    arch_name,
+    arrays_to_metamodel,
+    blob_to_metamodel,
+    is_metamodel_arrays,
+    metamodel_to_arrays,
+    metamodel_to_blob,
+)
 from coopflower.fusion.train import (
     EpochRecord,
     FusionConfig,
@@ -20,6 +28,7 @@ from coopflower.fusion.train import (
 
 __all__ = [
     "EpochRecord",
+    "FusionAggregate",
     "FusionConfig",
     "FusionError",
     "FusionMetrics",
@@ -28,6 +37,10 @@ __all__ = [
     "PrivateModel",
     "Strategy",
     "arch_name",
+    "arrays_to_metamodel",
+    "is_metamodel_arrays",
+    "make_fusion_aggregate",
+    "metamodel_to_arrays",
     "blob_to_metamodel",
     "block_mask",
     "compute_features",
