@@ -67,3 +67,12 @@ def test_message_bytes_counts_payloads(run_identity) -> None:  # type: ignore[no
     meter.add_sent(1, [msg, msg])
     meter.add_storage(1, 10)
     assert meter.total(1) == 2 * message_bytes(msg) + 10
+
+
+def test_record_bytes_handles_empty_values() -> None:
+    from flwr.app import ConfigRecord
+
+    from coopflower.strategy.metering import record_bytes
+
+    rec = ConfigRecord({"a": "", "bb": [], "c": [b"xy", b"z"], "d": 3, "e": True})
+    assert record_bytes(rec) == 1 + 2 + (1 + 3) + (1 + 8) + (1 + 1)

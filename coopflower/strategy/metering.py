@@ -4,10 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
-from flwr.app import Message
+from flwr.app import ConfigRecord, Message, MetricRecord
 
-__all__ = ["message_bytes", "ByteMeter"]
+__all__ = ["message_bytes", "record_bytes", "ByteMeter"]
+
+
+def _value_bytes(value: Any) -> int:
+    if isinstance(value, list):
+        return sum(_value_bytes(v) for v in value)
+    if isinstance(value, str | bytes):
+        return len(value)
+    if isinstance(value, bool):
+        return 1
+    return 8  # int and float travel as 64-bit values
+
+
+def record_bytes(record: ConfigRecord | MetricRecord) -> int:
+    """Bytes of a config or metric record: keys plus values (Flower's own ``count_bytes``
+    fails on empty strings and empty lists)."""
+    return sum(len(k) + _value_bytes(v) for k, v in record.items())
 
 
 def message_bytes(msg: Message) -> int:
@@ -15,9 +32,9 @@ def message_bytes(msg: Message) -> int:
     if not msg.has_content():
         return 0
     content = msg.content
-    total = 0
-    for records in (content.array_records, content.metric_records, content.config_records):
-        total += sum(r.count_bytes() for r in records.values())
+    total = sum(r.count_bytes() for r in content.array_records.values())
+    for records in (content.metric_records, content.config_records):
+        total += sum(record_bytes(r) for r in records.values())
     return total
 
 
