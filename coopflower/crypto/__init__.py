@@ -48,6 +48,8 @@ from coopflower.crypto.errors import (
 )
 from coopflower.crypto.interface import (
     arch_of,
+    ciphertext_from_bytes,
+    ciphertext_to_bytes,
     decrypt_model,
     encrypt_model,
     evaluate_encrypted,
@@ -90,4 +92,6 @@ __all__ = [
     "public_key_from_bytes",
     "secret_key_to_bytes",
     "secret_key_from_bytes",
+    "ciphertext_to_bytes",
+    "ciphertext_from_bytes",
 ]

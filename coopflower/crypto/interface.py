@@ -17,7 +17,7 @@ import torch
 from coopflower.blob import BlobError, pack_arrays, unpack_arrays
 from coopflower.crypto import strategies
 from coopflower.crypto.errors import CipherFormatError, IVHEError
-from coopflower.crypto.ivhe import IVHEParams, SecretKey, SwitchingKey
+from coopflower.crypto.ivhe import Ciphertext, IVHEParams, SecretKey, SwitchingKey
 from coopflower.crypto.network import Scaling
 from coopflower.crypto.strategies import EncryptedModel
 from coopflower.models import CNN_SPECS, PaperCNN
@@ -31,10 +31,13 @@ __all__ = [
     "public_key_from_bytes",
     "secret_key_to_bytes",
     "secret_key_from_bytes",
+    "ciphertext_to_bytes",
+    "ciphertext_from_bytes",
 ]
 
 _PK_FORMAT = "coopflower-ivhe-public-key/1"
 _SK_FORMAT = "coopflower-ivhe-secret-key/1"
+_CT_FORMAT = "coopflower-ivhe-ciphertext/1"
 
 
 def arch_of(model: torch.nn.Module) -> str:
@@ -153,3 +156,31 @@ def secret_key_from_bytes(data: bytes) -> SecretKey:
     if set(arrays) != {"T"} or T is None or T.dtype != np.int64:
         raise CipherFormatError("secret key blob must hold one int64 column 'T'")
     return SecretKey(T=T, params=params)
+
+
+def ciphertext_to_bytes(ct: Ciphertext, params: IVHEParams) -> bytes:
+    """A batch of ciphertexts with its public bounds and parameters as a blob."""
+    meta = {
+        "format": _CT_FORMAT,
+        "err": str(ct.err),
+        "xmax": str(ct.xmax),
+        **{f"ivhe.{k}": v for k, v in params.as_dict().items()},
+    }
+    return pack_arrays({"c": ct.c}, meta)
+
+
+def ciphertext_from_bytes(data: bytes) -> tuple[Ciphertext, IVHEParams]:
+    """Parse and validate ciphertexts (``CipherFormatError`` on anything wrong, including a
+    declared error bound already past ``w/2``)."""
+    arrays, params = _unpack(data, _CT_FORMAT)
+    c = arrays.get("c")
+    if set(arrays) != {"c"} or c is None or c.dtype != np.int64 or c.ndim < 1:
+        raise CipherFormatError("ciphertext blob must hold one int64 array 'c'")
+    try:
+        _, meta = unpack_arrays(data)
+        err, xmax = int(meta["err"]), int(meta["xmax"])
+    except (KeyError, ValueError, BlobError) as exc:
+        raise CipherFormatError(f"bad ciphertext bounds: {exc}") from None
+    if err < 0 or xmax < 0 or 2 * err >= params.w:
+        raise CipherFormatError(f"declared error bound {err} is invalid for w = {params.w}")
+    return Ciphertext(c=c, err=err, xmax=xmax), params
