@@ -124,7 +124,10 @@ def _unpack(data: bytes, fmt: str) -> tuple[dict[str, np.ndarray], IVHEParams]:
         raise CipherFormatError(f"not a key blob: {exc}") from None
     if meta.get("format") != fmt:
         raise CipherFormatError(f"format {meta.get('format')!r} is not {fmt!r}")
-    params = IVHEParams.from_dict({k[5:]: v for k, v in meta.items() if k.startswith("ivhe.")})
+    try:
+        params = IVHEParams.from_dict({k[5:]: v for k, v in meta.items() if k.startswith("ivhe.")})
+    except IVHEError as exc:
+        raise CipherFormatError(f"bad IVHE parameters: {exc}") from None
     return arrays, params
 
 

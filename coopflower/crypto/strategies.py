@@ -127,22 +127,32 @@ class EncryptedModel:
             strategy, arch = meta["strategy"], meta["arch"]
         except (KeyError, ValueError, IVHEError) as exc:
             raise CipherFormatError(f"bad encrypted-model metadata: {exc}") from None
-        params = IVHEParams.from_dict({k[5:]: v for k, v in meta.items() if k.startswith("ivhe.")})
+        try:
+            params = IVHEParams.from_dict(
+                {k[5:]: v for k, v in meta.items() if k.startswith("ivhe.")}
+            )
+        except IVHEError as exc:
+            raise CipherFormatError(f"bad IVHE parameters: {exc}") from None
         known = {"enc_weight", "enc_bias", "pair_weight"}
         extra = [k for k in arrays if k not in known and not k.startswith("plain/")]
         if extra or "enc_weight" not in arrays or "enc_bias" not in arrays:
             raise CipherFormatError(f"unexpected or missing tensors: {sorted(arrays)}")
-        return cls(
-            strategy=strategy,
-            arch=arch,
-            scaling=scaling,
-            params=params,
-            enc_weight=arrays["enc_weight"],
-            enc_bias=arrays["enc_bias"],
-            enc_err=enc_err,
-            pair_weight=arrays.get("pair_weight"),
-            plain={k[6:]: v for k, v in arrays.items() if k.startswith("plain/")},
-        )
+        try:
+            return cls(
+                strategy=strategy,
+                arch=arch,
+                scaling=scaling,
+                params=params,
+                enc_weight=arrays["enc_weight"],
+                enc_bias=arrays["enc_bias"],
+                enc_err=enc_err,
+                pair_weight=arrays.get("pair_weight"),
+                plain={k[6:]: v for k, v in arrays.items() if k.startswith("plain/")},
+            )
+        except CipherFormatError:
+            raise
+        except IVHEError as exc:  # e.g. a declared error bound past the budget
+            raise CipherFormatError(f"invalid encrypted model: {exc}") from None
 
 
 def _validate(enc: EncryptedModel) -> None:
