@@ -1,0 +1,1 @@
+"""The paper's case studies (section V), run by ``python -m experiments.paper``."""
