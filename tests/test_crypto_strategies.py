@@ -160,10 +160,14 @@ def test_decrypt_model_and_interface_round_trip(trained, keys) -> None:
     pk2 = public_key_from_bytes(public_key_to_bytes(pk))
     sk2 = secret_key_from_bytes(secret_key_to_bytes(sk))
     assert np.array_equal(pk2.M, pk.M) and np.array_equal(sk2.T, sk.T)
-    enc = encrypt_model(model, pk2, "elementwise", p=2**7, q=1000)
+    enc = encrypt_model(model, pk2, "elementwise", p=2**7, q=1000, metadata={"classes": "0,1"})
     blob = enc.to_bytes()
     back = EncryptedModel.from_bytes(blob)
-    assert back.to_bytes() == blob
+    assert back.to_bytes() == blob and back.metadata == {"classes": "0,1"}
+    # a task over a label subset: the verifier counts only those digits
+    acc01 = evaluate_encrypted(back, x, y, classes=[0, 1])
+    keep = np.isin(y, [0, 1])
+    assert acc01 == evaluate_encrypted(back, x[keep], y[keep])
     state = decrypt_model(back, sk2)
     ref = model.state_dict()
     w0 = ref["conv.0.weight"].numpy()

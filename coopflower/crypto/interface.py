@@ -57,15 +57,18 @@ def encrypt_model(
     q: int = 1000,
     *,
     secret_key: SecretKey | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> EncryptedModel:
     """Contributor: encrypt the first layer of a paper CNN (element-wise needs only the public
-    key; pair-wise needs ``secret_key``, see ``strategies``).
+    key; pair-wise needs ``secret_key``, see ``strategies``); ``metadata`` (str to str, e.g.
+    ``classes``) travels in the blob as ``enc.metadata``.
 
     Returns:
         The encrypted model; ``.to_bytes()`` gives the blob to store.
     """
     return strategies.encrypt_model(
-        model, arch_of(model), public_key, strategy, Scaling(p=p, q=q), secret_key=secret_key
+        model, arch_of(model), public_key, strategy, Scaling(p=p, q=q),
+        secret_key=secret_key, metadata=metadata,
     )
 
 

@@ -74,6 +74,7 @@ class EncryptedModel:
         enc_err: public bound on the error of every first-layer ciphertext.
         pair_weight: pair-wise only: ``W2' = round(p W2) S'``, ``(O2, O + 1, k2, k2)``.
         plain: the other layers' float32 tensors by state-dict name (plaintext, as in the paper).
+        metadata: the contributor's own string metadata (e.g. ``classes``), carried in the blob.
     """
 
     strategy: str
@@ -85,6 +86,7 @@ class EncryptedModel:
     enc_err: int
     pair_weight: IntArray | None = None
     plain: dict[str, npt.NDArray[np.float32]] = field(default_factory=dict)
+    metadata: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -109,6 +111,7 @@ class EncryptedModel:
             "act_bits": str(self.scaling.act_bits),
             "enc_err": str(self.enc_err),
             **{f"ivhe.{k}": v for k, v in self.params.as_dict().items()},
+            **{f"user.{k}": v for k, v in self.metadata.items()},
         }
         return pack_arrays(arrays, meta)
 
@@ -148,6 +151,7 @@ class EncryptedModel:
                 enc_err=enc_err,
                 pair_weight=arrays.get("pair_weight"),
                 plain={k[6:]: v for k, v in arrays.items() if k.startswith("plain/")},
+                metadata={k[5:]: v for k, v in meta.items() if k.startswith("user.")},
             )
         except CipherFormatError:
             raise
@@ -191,6 +195,8 @@ def _validate(enc: EncryptedModel) -> None:
             raise CipherFormatError(f"plain/{name} must be float32 {shapes[name]}")
     if enc.enc_err < 0:
         raise CipherFormatError("enc_err must be >= 0")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in enc.metadata.items()):
+        raise CipherFormatError("metadata must map str to str")
     # exactness of the encrypted layer's pre-activations (integer weighting by inputs <= q)
     taps = c * k * k
     pre_err = taps * enc.scaling.q * enc.enc_err + enc.enc_err
@@ -233,6 +239,7 @@ def encrypt_model(
     scaling: Scaling | None = None,
     *,
     secret_key: SecretKey | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> EncryptedModel:
     """Contributor: encrypt the first layer of a paper CNN.
 
@@ -243,6 +250,7 @@ def encrypt_model(
         strategy: "elementwise" or "pairwise".
         scaling: ``p``, ``q``, ``act_bits`` (default ``p = 2^7``, ``q = 1000``).
         secret_key: pair-wise only: ``W2' = W2 S'`` cannot be formed without ``S'``.
+        metadata: string metadata to carry (e.g. ``{"classes": "0,1,2"}``).
 
     Returns:
         The encrypted model. Raises ``IntegerOverflow`` when ``w p |W|`` needs more than
@@ -269,7 +277,7 @@ def encrypt_model(
         cb = ivhe.encrypt(public_key, b_int[..., None])
         return EncryptedModel(
             strategy, arch, sc, params, cw.c, cb.c, max(cw.err, cb.err),
-            None, plain,
+            None, plain, dict(metadata or {}),
         )
     if strategy != "pairwise":
         raise IVHEError(f"unknown strategy {strategy!r}; choose one of {STRATEGIES}")
@@ -294,7 +302,7 @@ def encrypt_model(
     plain.pop(second.name + ".weight")
     return EncryptedModel(
         strategy, arch, sc, params, enc_w, cb.c[0],
-        max(cw.err, cb.err), pair_w, plain,
+        max(cw.err, cb.err), pair_w, plain, dict(metadata or {}),
     )
 
 
