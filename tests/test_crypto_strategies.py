@@ -50,17 +50,6 @@ def keys() -> dict[str, tuple[ivhe.SecretKey, ivhe.SwitchingKey]]:
     return {s: make_keys(s, "table4", PARAMS, 11) for s in strategies.STRATEGIES}
 
 
-def test_torch_int64_conv_is_exact() -> None:
-    """The engine relies on torch 2.13's int64 CPU conv2d: compare with unfold + matmul."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(-(2**30), 2**30, (3, 4, 9, 9), generator=g)
-    k = torch.randint(-(2**20), 2**20, (5, 4, 3, 3), generator=g)
-    got = F.conv2d(x, k, padding="same")
-    cols = F.unfold(x.double(), 3, padding=1).long()  # exact: |x| < 2^53
-    want = torch.einsum("ok,nkp->nop", k.view(5, -1), cols).view(3, 5, 9, 9)
-    assert got.dtype == torch.int64 and torch.equal(got, want)
-
-
 def test_plain_integer_network_tracks_float(trained) -> None:
     model, x, _ = trained
     with torch.no_grad():
