@@ -297,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads while timing")
     ap.add_argument("--sweep", type=int, default=300, help="digits per randomisation bound")
-    ap.add_argument("--out", type=Path, default=Path("results/ivhe"))
+    ap.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parent.parent / "results" / "ivhe"
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     out = run(args)

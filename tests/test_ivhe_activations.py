@@ -46,3 +46,26 @@ def test_cubic_past_the_budget_is_refused() -> None:
             taylor_sigmoid(ivhe.encrypt(PK, np.array([[x]])), 100, PARAMS.w, INNER)
     with pytest.raises(IntegerOverflow, match="int64"):  # c_a c_b^T would leave int64
         taylor_sigmoid(ivhe.encrypt(PK, np.array([[3000]])), 100, PARAMS.w, INNER)
+
+
+def test_fig5_fully_connected_sigmoid_network_in_cipherspace() -> None:
+    """The paper's Fig. 5(b): Weight Matrix 1 encrypted element-wise, inputs scaled, the
+    Taylor sigmoid, Weight Matrix 2 in plaintext on each component, the output pair decrypted
+    by the key holder. Every step is a scheme operation, so the result is exact."""
+    rng = np.random.default_rng(0)
+    n, m, k, batch = 3, 3, 2, 6  # small: the cubic's two inner products eat the budget fast
+    w1 = rng.integers(-1, 2, size=(m, n))  # p-scaled integer weights
+    w2 = rng.integers(-1, 2, size=(k, m))
+    x = rng.integers(0, 2, size=(batch, n))  # q-scaled non-negative inputs
+    enc_w1 = ivhe.encrypt(PK, w1[..., None])  # (m, n, 2): a trailing axis of 2
+    pre = ivhe.weighted_sum(x, enc_w1, PARAMS.w)  # (m, batch, 2): W1 x per unit, exact
+    pre = ivhe.Ciphertext(np.ascontiguousarray(pre.c.transpose(1, 0, 2)), pre.err, pre.xmax)
+    s = 2
+    for inner, poly in (
+        (None, lambda z: 2 * s + z),
+        (INNER, lambda z: 24 * s**3 + 12 * s * s * z - z**3),
+    ):
+        hidden, _ = taylor_sigmoid(pre, s, PARAMS.w, inner)  # (batch, m, 2)
+        out = ivhe.weighted_sum(w2, hidden, PARAMS.w)  # W2 on both components: (batch, k, 2)
+        z = x @ w1.T
+        assert np.array_equal(ivhe.decrypt(SK, out)[..., 0], poly(z) @ w2.T)
