@@ -1,4 +1,5 @@
-"""The ``coopflower`` command: ``demo`` (the main job on embedded defaults) and ``audit``."""
+"""The ``coopflower`` command: ``demo`` (the main job on embedded defaults), ``audit`` (replay
+rounds from chain and storage) and ``devnet`` (a local chain and IPFS node)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run the main job on the embedded chain and store")
     demo.add_argument("--json", action="store_true", help="also print a JSON summary")
+    audit = sub.add_parser("audit", help="replay every round from chain and storage alone")
+    from coopflower.audit import add_arguments
+
+    add_arguments(audit)
+    devnet = sub.add_parser("devnet", help="start a local chain and IPFS node, deploy, wait")
+    devnet.add_argument("--chain", choices=("anvil", "clique"), default="anvil")
+    devnet.add_argument("--no-ipfs", action="store_true", help="do not start a js-ipfs daemon")
+    devnet.add_argument("--seconds", type=float, default=None, help="stop after this long")
     args = parser.parse_args(argv)
     if args.command == "demo":
         from coopflower.demo import run_demo
 
         return run_demo(as_json=args.json)
+    if args.command == "audit":
+        from coopflower.audit import run_audit
+
+        return run_audit(args.chain, args.contract, args.store, args.task)
+    if args.command == "devnet":
+        from coopflower.devnet import run_devnet
+
+        return run_devnet(args.chain, not args.no_ipfs, args.seconds)
     parser.error(f"unknown command {args.command}")
     return 2
 
