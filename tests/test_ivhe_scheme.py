@@ -177,3 +177,18 @@ def test_bit_decomposition_matches_expanded_key() -> None:
     S = rng.integers(-5, 5, size=(2, 3))
     assert np.array_equal(ivhe.expand_key(S, 31) @ ivhe.bit_decompose(c, 31).T, S @ c.T)
     assert set(np.unique(ivhe.bit_decompose(c, 31))) <= {-1, 0, 1}
+
+
+def test_wrong_key_or_tampering_is_refused_not_misdecrypted() -> None:
+    params = ivhe.IVHEParams(w=2**24, l=40)
+    sk, pk = ivhe.keygen(4, params, 1)
+    other, _ = ivhe.keygen(4, params, 2)
+    x = np.arange(-8, 8).reshape(4, 4)
+    ct = ivhe.encrypt(pk, x)
+    assert np.array_equal(ivhe.decrypt(sk, ct), x)
+    with pytest.raises(CipherFormatError, match="wrong key or tampered"):
+        ivhe.decrypt(other, ct)
+    c = ct.c.copy()
+    c[2, 1] += 12345
+    with pytest.raises(CipherFormatError, match="wrong key or tampered"):
+        ivhe.decrypt(sk, ivhe.Ciphertext(c, ct.err, ct.xmax))

@@ -431,14 +431,24 @@ def _sc(sk: SecretKey, c: IntArray) -> IntArray:
 
 
 def decrypt(sk: SecretKey, ct: Ciphertext) -> IntArray:
-    """``x = round(S' c / w)``, exact while the error bound is below ``w/2`` (else refused)."""
+    """``x = round(S' c / w)``, exact while the error bound is below ``w/2`` (else refused).
+
+    Also checks that every residual ``S' c - w x`` is within the ciphertext's error bound: a
+    wrong key or a tampered ciphertext gives residuals spread over ``[-w/2, w/2)`` and is
+    refused with ``CipherFormatError`` instead of decrypting to wrong numbers.
+    """
     if ct.n != sk.m + 1:
         raise CipherFormatError(f"ciphertext length {ct.n} does not match key ({sk.m + 1})")
     w = sk.params.w
     _check_budget(ct.err, w, "decrypt")
     v = _sc(sk, ct.c)
     check_int64(max_abs(v) + w, "rounding S' c")
-    return (v + w // 2) // w
+    x = (v + w // 2) // w
+    if max_abs(v - x * w) > ct.err:
+        raise CipherFormatError(
+            "ciphertext does not decrypt within its error bound: wrong key or tampered data"
+        )
+    return x
 
 
 def decrypt_exact_values(sk: SecretKey, c: IntArray) -> IntArray:
