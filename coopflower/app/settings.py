@@ -23,7 +23,8 @@ class AppSettings:
     hex key for a JSON-RPC chain (or ``$COOPFLOWER_CHAIN_KEY``); ``contract`` an existing
     deployment's address or empty to deploy; ``verifiers`` k per submission, ``quorum``;
     ``min-accuracy-bps`` the task's acceptance criterion; ``log-fedavg`` whether the baseline
-    logs its rounds on chain.
+    logs its rounds on chain; ``report-file`` a path where the ServerApp writes a JSON report
+    (contract, task, per-round phases and timings) when the run ends.
     """
 
     num_rounds: int = 3
@@ -44,6 +45,7 @@ class AppSettings:
     timeout: float = 600.0
     central_eval: bool = True
     seed: int = 0
+    report_file: str = ""
 
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> AppSettings:
