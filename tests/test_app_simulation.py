@@ -74,3 +74,42 @@ def test_fedavg_baseline_logs_rounds_to_the_contract(sim_env: Path) -> None:
     for cid in logger.cids.values():
         assert logger.store.has(cid)
     assert strategy.meter.total(1) > 10 * 2 * 80_000  # the model down and up for 10 nodes
+
+
+@pytest.mark.slow
+@pytest.mark.node
+def test_both_strategies_on_anvil_and_ipfs(sim_env: Path) -> None:
+    """The same app configured for a real chain node and a real IPFS daemon."""
+    from flwr.serverapp import ServerApp
+
+    from coopflower.app.server_app import run_server
+    from coopflower.ledger.nodes import anvil
+    from coopflower.storage.daemon import ipfs_daemon
+
+    with anvil() as node, ipfs_daemon(verbose=False) as ipfs_url:
+        common = dict(chain=node.url, chain_key=node.private_keys[0], store=ipfs_url,
+                      central_eval=False)
+        out: dict[str, Any] = {}
+        server = ServerApp()
+
+        @server.main()
+        def main(grid: Any, context: Any) -> None:
+            out["coop"] = run_server(grid, AppSettings(strategy="coordinated", num_rounds=1,
+                                                       min_accuracy_bps=2000, **common))
+            out["fedavg"] = run_server(grid, AppSettings(strategy="fedavg", num_rounds=1,
+                                                         **common))
+
+        run_simulation(server, client_app, num_supernodes=10,
+                       backend_config=BACKEND)  # type: ignore[arg-type]
+        coop, _ = out["coop"]
+        (report,) = coop.reports
+        assert coop.ledger.chain.kind == "rpc" and not report.failures
+        assert len(report.submissions) == 10 and report.votes == 30 and report.tx == 5
+        assert coop.ledger.round(coop.task_id, 1).state == 3
+        fed, _ = out["fedavg"]
+        logger = fed.round_logger
+        assert isinstance(logger, ChainRoundLogger) and set(logger.cids) == {1}
+        assert logger.ledger.events("RoundLogged")[0].args["cid"] == logger.cids[1]
+        from coopflower.storage import open_store
+
+        assert open_store(ipfs_url).has(logger.cids[1])
