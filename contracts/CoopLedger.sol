@@ -556,6 +556,20 @@ contract CoopLedger {
         return participants[taskId][account];
     }
 
+    /// @notice Batch read: withdrawable balances, and deposits in `taskId`, of `accounts`.
+    function getAccounts(uint256 taskId, address[] calldata accounts)
+        external
+        view
+        returns (uint256[] memory balances, uint256[] memory deposits)
+    {
+        balances = new uint256[](accounts.length);
+        deposits = new uint256[](accounts.length);
+        for (uint256 i = 0; i < accounts.length; i++) {
+            balances[i] = balanceOf[accounts[i]];
+            deposits[i] = participants[taskId][accounts[i]].deposit;
+        }
+    }
+
     /// @notice One submission: its contributor, model digest, status (0 pending, 1 accepted,
     /// 2 rejected, 3 no quorum), and vote masks (bit j = the j-th assigned verifier).
     function getSubmission(uint256 taskId, uint32 round, uint32 submission)

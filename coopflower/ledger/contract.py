@@ -112,6 +112,14 @@ class ParticipantInfo:
 
 
 @dataclass(frozen=True)
+class AccountState:
+    """An account's withdrawable balance and its security deposit in one task (wei)."""
+
+    balance: int
+    deposit: int
+
+
+@dataclass(frozen=True)
 class SubmissionInfo:
     """One submission's on-chain state; bit j of the masks is the j-th assigned verifier."""
 
@@ -452,6 +460,13 @@ class CoopLedger:
         """Returns: one submission's state."""
         c, d, st, vm, ym = self._view("getSubmission", task_id, round, submission)
         return SubmissionInfo(submission, str(c), bytes(d), Status(st), int(vm), int(ym))
+
+    def accounts(self, task_id: int, addresses: Sequence[str]) -> dict[str, AccountState]:
+        """Returns: per address, its withdrawable balance and its deposit in ``task_id``
+        (one call for all)."""
+        addrs = [to_checksum_address(a) for a in addresses]
+        bal, dep = self._view("getAccounts", task_id, addrs)
+        return {a: AccountState(int(b), int(d)) for a, b, d in zip(addrs, bal, dep, strict=True)}
 
     def balance_of(self, address: str) -> int:
         """Returns: the withdrawable balance of ``address`` in the contract."""
