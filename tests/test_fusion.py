@@ -25,6 +25,7 @@ from coopflower.fusion import (
     images_to_tensor,
     make_fusion_aggregate,
     metamodel_to_blob,
+    shift_images,
 )
 from coopflower.models import build_model
 
@@ -251,6 +252,34 @@ def test_fusion_aggregate_fits_the_strategy_step(mnist: tuple[np.ndarray, np.nda
     assert np.allclose(averaged["out.bias"], accepted[0].arrays["out.bias"])
     with pytest.raises(FusionError, match="mode"):
         make_fusion_aggregate(images[:60], labels[:60], "median")  # type: ignore[arg-type]
+
+
+def test_shift_images_moves_digits_and_zero_fills() -> None:
+    x = torch.zeros(50, 1, 28, 28)
+    x[:, 0, 10:18, 10:18] = 1.0
+    y = shift_images(x, 2, seed=0)
+    assert torch.equal(y, shift_images(x, 2, seed=0))  # deterministic
+    assert torch.equal(y.sum((1, 2, 3)), x.sum((1, 2, 3)))  # nothing cut off, nothing added
+    assert not torch.equal(y, x)
+    for img in y:
+        rows, cols = img[0].nonzero(as_tuple=True)
+        assert 8 <= int(rows.min()) <= 12 and 8 <= int(cols.min()) <= 12
+    assert torch.equal(shift_images(x, 0, seed=0), x)
+
+
+def test_augmentation_only_enlarges_the_training_share(
+    mnist: tuple[np.ndarray, np.ndarray],
+) -> None:
+    images, labels = mnist
+    torch.manual_seed(0)
+    pair = [(build_model("table4"), (0, 1, 2, 3, 4))]
+    cfg = FusionConfig(epochs_stage1=1, epochs_stage2=1, augment_copies=3, val_fraction=0.25)
+    res = fuse_models(pair, images[:80], labels[:80], cfg)
+    assert res.metrics.num_val == 20 and res.metrics.num_train == 60 * 4
+    with pytest.raises(FusionError):
+        FusionConfig(augment_copies=-1)
+    with pytest.raises(FusionError):
+        FusionConfig(stage2_lr_factor=0.0)
 
 
 def _train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int) -> None:

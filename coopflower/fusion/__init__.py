@@ -24,6 +24,7 @@ from coopflower.fusion.train import (
     fit_metamodel,
     fuse_models,
     images_to_tensor,
+    shift_images,
 )
 
 __all__ = [
@@ -49,4 +50,5 @@ __all__ = [
     "identity_mask",
     "images_to_tensor",
     "metamodel_to_blob",
+    "shift_images",
 ]

@@ -29,6 +29,7 @@ __all__ = [
     "fit_metamodel",
     "fuse_models",
     "images_to_tensor",
+    "shift_images",
 ]
 
 
@@ -89,6 +90,11 @@ class FusionConfig:
         weight_decay: L2 penalty (Adam's ``weight_decay``).
         val_fraction: share of the initiator's data held out to pick the best epoch.
         seed: seeds the initialisation, the hold-out split and the shuffling.
+        augment_copies: shifted copies of each of the initiator's training digits added to the
+            fusion training data (the held-out share is never augmented); 0: none.
+        max_shift: largest shift in pixels (each axis) of an augmented copy.
+        stage2_lr_factor: Strategy II's stage two uses ``lr`` times this (fine-tuning from
+            stage one's solution).
     """
 
     strategy: Strategy = "II"
@@ -99,6 +105,9 @@ class FusionConfig:
     weight_decay: float = 0.0
     val_fraction: float = 0.2
     seed: int = 0
+    augment_copies: int = 0
+    max_shift: int = 2
+    stage2_lr_factor: float = 1.0
 
     def __post_init__(self) -> None:
         if self.strategy not in ("I", "II"):
@@ -112,6 +121,10 @@ class FusionConfig:
                 f"bad settings lr={self.lr} batch_size={self.batch_size} "
                 f"weight_decay={self.weight_decay}"
             )
+        if not self.stage2_lr_factor > 0:
+            raise FusionError("stage2_lr_factor must be positive")
+        if self.augment_copies < 0 or not 0 <= self.max_shift <= 8:
+            raise FusionError("augment_copies must be >= 0 and max_shift in [0, 8]")
         if not 0.0 <= self.val_fraction < 1.0:
             raise FusionError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
@@ -213,6 +226,7 @@ def fit_metamodel(
     labels: npt.NDArray[np.generic] | torch.Tensor,
     config: FusionConfig,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    extra: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> FusionMetrics:
     """Train ``meta``'s fusion network in place on precomputed features ``f_c``.
 
@@ -226,6 +240,8 @@ def fit_metamodel(
         labels: ``(N,)`` integer labels.
         config: the training settings.
         on_epoch: called after every epoch (progress lines).
+        extra: more ``(features, labels)`` for the training share only (augmented copies of
+            training samples; see :func:`fuse_models`).
 
     Returns:
         :class:`FusionMetrics`. Raises ``FusionError`` on bad inputs.
@@ -244,6 +260,13 @@ def fit_metamodel(
         raise FusionError("no initiator samples left to train the fusion network on")
     fc_train, y_train = features[train_ix], y[train_ix]
     fc_val, y_val = features[val_ix], y[val_ix]
+    if extra is not None:
+        ef, ey = extra
+        if ef.ndim != 2 or ef.shape[1] != features.shape[1] or not torch.isfinite(ef).all():
+            raise FusionError("extra features must be finite and match the features' width")
+        fc_train = torch.cat([fc_train, ef])
+        y_train = torch.cat([y_train, _labels(ey, int(ef.shape[0]), meta.num_classes)])
+        train_ix = torch.arange(fc_train.shape[0])
     with torch.no_grad():
         meta.feature_mean.copy_(fc_train.mean(0))
         meta.feature_std.copy_(fc_train.std(0, unbiased=False).clamp_min(1e-6))
@@ -265,11 +288,13 @@ def fit_metamodel(
             continue
         meta.set_gamma(gamma)
         # A fresh optimiser per stage: stage two starts without stage one's moments.
-        opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        lr = config.lr * (config.stage2_lr_factor if config.strategy == "II" and stage == 2
+                          else 1.0)
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
         for _ in range(epochs):
             epoch += 1
             meta.train()
-            perm = train_ix.numel()
+            perm = int(fc_train.shape[0])
             order = torch.randperm(perm, generator=gen)
             loss_sum = 0.0
             for i in range(0, perm, config.batch_size):
@@ -298,7 +323,7 @@ def fit_metamodel(
         num_models=len(meta.extractors),
         feature_dim=int(meta.A.shape[0]),
         hidden_dim=meta.hidden_dim,
-        num_train=int(train_ix.numel()),
+        num_train=int(fc_train.shape[0]),
         num_val=int(val_ix.numel()),
         train_accuracy=_accuracy(meta, fc_train, y_train),
         val_accuracy=_accuracy(meta, fc_val, y_val),
@@ -346,5 +371,28 @@ def fuse_models(
     meta = MetaModel(extractors, label_sets, num_classes, config.strategy, config.seed)
     x = images_to_tensor(images)
     fc = compute_features(meta, x)
-    metrics = fit_metamodel(meta, fc, labels, config, on_epoch)
+    extra = None
+    if config.augment_copies:
+        y = _labels(labels, int(x.shape[0]), num_classes)
+        train_ix, _ = _split(int(x.shape[0]), config.val_fraction, config.seed)
+        shifted = shift_images(x[train_ix].repeat(config.augment_copies, 1, 1, 1),
+                               config.max_shift, config.seed)
+        extra = (compute_features(meta, shifted), y[train_ix].repeat(config.augment_copies))
+    metrics = fit_metamodel(meta, fc, labels, config, on_epoch, extra)
     return FusionResult(meta, metrics)
+
+
+def shift_images(x: torch.Tensor, max_shift: int, seed: int) -> torch.Tensor:
+    """Each image ``(N, 1, H, W)`` shifted by a random whole number of pixels in
+    ``[-max_shift, max_shift]`` on each axis, zero-filled (deterministic for ``seed``)."""
+    if max_shift == 0 or x.shape[0] == 0:
+        return x.clone()
+    gen = torch.Generator().manual_seed(seed + 7)
+    d = torch.randint(-max_shift, max_shift + 1, (x.shape[0], 2), generator=gen)
+    pad = torch.nn.functional.pad(x, (max_shift,) * 4)
+    h, w = x.shape[-2:]
+    out = torch.empty_like(x)
+    for i in range(x.shape[0]):  # N small crops; no per-pixel loop
+        top, left = max_shift + int(d[i, 0]), max_shift + int(d[i, 1])
+        out[i] = pad[i, :, top : top + h, left : left + w]
+    return out
