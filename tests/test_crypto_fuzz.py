@@ -20,9 +20,10 @@ from coopflower.crypto import (
 )
 from coopflower.models import build_model
 
-torch.manual_seed(0)
 _SK, _PK = make_keys("elementwise", "table4", IVHEParams(), 0)
-_ENC = encrypt_model(build_model("table4"), _PK)
+with torch.random.fork_rng():  # no global RNG side effect at collection time
+    torch.manual_seed(0)
+    _ENC = encrypt_model(build_model("table4"), _PK)
 BLOB = _ENC.to_bytes()
 PK_BLOB = public_key_to_bytes(_PK)
 
