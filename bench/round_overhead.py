@@ -14,7 +14,9 @@ Prints one line per phase per round, then one JSON object with ``fedavg_round_s`
 ``coop_round_s`` (means over rounds 2..n: round 1 pays for cold workers),
 ``coordination_fraction`` (coordinated round: wall time outside local compute, over wall
 time), ``fedavg_overhead_fraction`` (the same for FedAvg), ``bytes_per_round_fedavg``,
-``bytes_per_round_coop`` (messages plus storage), ``tx_per_round`` and per-phase seconds.
+``bytes_per_round_coop`` (messages plus storage), ``tx_per_round``, per-phase seconds, and
+``coordination_s`` (the absolute seconds outside compute; other load on the machine inflates
+compute and so lowers the fraction: ``loadavg_1m_end`` says how busy it was).
 """
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ def run(clients: int, rounds: int, model: str, epochs: int, use_anvil: bool,
                 "fedavg_compute_s": round(_mean(f_comp), 3),
                 "coop_compute_s": round(_mean(c_comp), 3),
                 "coordination_fraction": round(1 - _mean(c_comp) / _mean(c_wall), 4),
+                "coordination_s": round(_mean(c_wall) - _mean(c_comp), 3),
+                "fedavg_overhead_s": round(_mean(f_wall) - _mean(f_comp), 3),
                 "fedavg_overhead_fraction": round(1 - _mean(f_comp) / _mean(f_wall), 4),
                 "coop_over_fedavg": round(_mean(c_wall) / _mean(f_wall), 3),
                 "bytes_per_round_fedavg": int(_mean([fed.meter.total(r) for r in later])),
@@ -133,6 +137,7 @@ def run(clients: int, rounds: int, model: str, epochs: int, use_anvil: bool,
             "init_args": {"num_cpus": os.cpu_count() or 1},
         })
         figures["total_s"] = round(time.perf_counter() - t0, 1)
+        figures["loadavg_1m_end"] = round(os.getloadavg()[0], 2)  # other work slows compute
     if "coop_round_s" not in figures:
         raise SystemExit("the simulation did not finish: see the log above")
     return figures
