@@ -65,7 +65,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from experiments.cases.report import plots, tables
 
     torch.set_num_threads(int(cfg.threads))
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     data = load_mnist(cfg.data.idx_dir)
     _choose_scale(cfg, len(data))
     log(f"data: {data.source}, {len(data)} digits; scale {cfg.scale.name}; cases {list(cfg.cases)}")
@@ -84,6 +84,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                                        int(cfg.seed))
         results[case]["seconds"] = round(time.perf_counter() - t, 1)
     results["seconds"] = round(time.perf_counter() - t0, 1)
+    results["cpu_seconds"] = round(time.process_time() - cpu0, 1)  # this process, all threads
     results["summary"] = summarise(results)
 
     overrides = _override_dirname()

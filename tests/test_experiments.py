@@ -18,7 +18,8 @@ from experiments.cases.common import ExperimentError, split_parties, vote
 from experiments.paper import CONF_DIR, run
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["scale=tiny", "fusion.epochs_stage1=1", "fusion.epochs_stage2=1", "case1.criterion=0",
+TINY = ["scale=tiny", "fusion.epochs_stage1=1", "fusion.epochs_stage2=1",
+        "fusion.augment_copies=1", "case1.criterion=0",
         "case3.criterion=0", "case1.models=[table4,table4,table1_c1]", "threads=1"]
 
 

@@ -173,6 +173,9 @@ def fusion_config(cfg: Mapping[str, Any], strategy: str, seed: int) -> FusionCon
         weight_decay=float(cfg["weight_decay"]),
         val_fraction=float(cfg["val_fraction"]),
         seed=seed,
+        augment_copies=int(cfg.get("augment_copies", 0)),
+        max_shift=int(cfg.get("max_shift", 2)),
+        stage2_lr_factor=float(cfg.get("stage2_lr_factor", 1.0)),
     )
 
 
