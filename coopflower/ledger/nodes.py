@@ -211,8 +211,8 @@ def _process(cmd: list[str], log: Path, cwd: str) -> Iterator[subprocess.Popen[b
             yield proc
         finally:
             proc.terminate()
-            try:
-                proc.wait(timeout=10)
+            try:  # anvil exits at once; ethereumjs takes ~8 s to shut down: its data is throwaway
+                proc.wait(timeout=3)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
