@@ -587,6 +587,36 @@ contract CoopLedger {
         yesMask = uint16(lane >> 48);
     }
 
+    /// @notice Every submission of a round in one read (same fields as getSubmission).
+    function getSubmissions(uint256 taskId, uint32 round)
+        external
+        view
+        returns (
+            address[] memory contributors,
+            bytes32[] memory modelDigests,
+            uint8[] memory statuses,
+            uint16[] memory votedMasks,
+            uint16[] memory yesMasks
+        )
+    {
+        bytes32 rk = _roundKey(taskId, round);
+        uint256 n = rounds[rk].nSubmissions;
+        contributors = new address[](n);
+        modelDigests = new bytes32[](n);
+        statuses = new uint8[](n);
+        votedMasks = new uint16[](n);
+        yesMasks = new uint16[](n);
+        address[] storage list = participantList[taskId];
+        for (uint256 s = 0; s < n; s++) {
+            uint256 lane = (laneWords[rk][s >> 2] >> ((s & 3) * 64)) & LANE;
+            contributors[s] = list[lane & 0xFFFFFF];
+            modelDigests[s] = digests[rk][s];
+            statuses[s] = uint8(lane >> 24);
+            votedMasks[s] = uint16(lane >> 32);
+            yesMasks[s] = uint16(lane >> 48);
+        }
+    }
+
     /// @notice The round's seed: stored once fixed, else computed from the block hash when
     /// available; zero when not yet known.
     function seedOf(uint256 taskId, uint32 round) public view returns (bytes32) {

@@ -87,7 +87,10 @@ def test_full_lifecycle_pays_by_majority_and_conserves_funds(sc: Scenario) -> No
         for v, b in zip(plan.verifiers[s], bs, strict=True)
         if b is not None
     ]
-    led.submit_votes(t, rnd, votes)
+    vote_tx = led.submit_votes(t, rnd, votes)
+    assert led.submissions(t, rnd) == [led.submission(t, rnd, s) for s in range(5)]
+    fn, call = led.decode_input(vote_tx.tx_hash)  # the signed items are in the calldata
+    assert fn == "submitVotes" and len(call["votes"]) == len(votes)
     with _reverts("SettlementTooEarly"):
         led.settle(t, rnd)
     sc.chain.mine(8)

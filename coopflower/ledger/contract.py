@@ -356,10 +356,12 @@ class CoopLedger:
         info = self.round(task_id, round)
         task = self.task(task_id)
         pool = self.participants(task_id)[: info.n_participants]
-        verifiers = {}
-        for s in range(info.n_submissions):
-            sub = self.submission(task_id, round, s)
-            verifiers[s] = assign_verifiers(seed, s, pool, task.params.k, sub.contributor)
+        verifiers = {
+            sub.submission: assign_verifiers(
+                seed, sub.submission, pool, task.params.k, sub.contributor
+            )
+            for sub in self.submissions(task_id, round)
+        }
         return Assignment(task_id, round, seed, info.rand_block, verifiers)
 
     def submit_votes(self, task_id: int, round: int, votes: Sequence[SignedVote]) -> TxResult:
@@ -467,6 +469,26 @@ class CoopLedger:
         addrs = [to_checksum_address(a) for a in addresses]
         bal, dep = self._view("getAccounts", task_id, addrs)
         return {a: AccountState(int(b), int(d)) for a, b, d in zip(addrs, bal, dep, strict=True)}
+
+    def submissions(self, task_id: int, round: int) -> list[SubmissionInfo]:
+        """Returns: every submission of a round (one call)."""
+        c, d, st, vm, ym = self._view("getSubmissions", task_id, round)
+        return [
+            SubmissionInfo(i, str(c[i]), bytes(d[i]), Status(st[i]), int(vm[i]), int(ym[i]))
+            for i in range(len(c))
+        ]
+
+    def decode_input(self, tx_hash: str) -> tuple[str, dict[str, Any]]:
+        """Decode a transaction's calldata (e.g. the signed items of a batch, for an audit).
+
+        Returns: (function name, arguments by name; structs as tuples in ABI order).
+        Raises: LedgerError when the transaction is not a call to this contract.
+        """
+        tx = self.chain.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+        if tx.get("to") is None or to_checksum_address(tx["to"]) != self.address:
+            raise LedgerError(f"transaction {tx_hash} is not a call to {self.address}")
+        fn, args = self._c.decode_function_input(tx["input"])
+        return str(fn.fn_name), dict(args)
 
     def balance_of(self, address: str) -> int:
         """Returns: the withdrawable balance of ``address`` in the contract."""
