@@ -30,7 +30,7 @@ class AppSettings:
     num_rounds: int = 3
     strategy: str = "coordinated"
     model: str = "table4"
-    epochs: int = 1
+    epochs: int = 2
     lr: float = 0.05
     batch_size: int = 32
     fraction_train: float = 1.0
@@ -40,7 +40,7 @@ class AppSettings:
     contract: str = ""
     verifiers: int = 3
     quorum: int = 2
-    min_accuracy_bps: int = 5000
+    min_accuracy_bps: int = 3000
     log_fedavg: bool = True
     timeout: float = 600.0
     central_eval: bool = True
