@@ -29,7 +29,8 @@ CHAIN = connect()
 LEDGER = CoopLedger.deploy(CHAIN)
 TESTER = CHAIN.w3.provider.ethereum_tester  # type: ignore[attr-defined]
 SNAPSHOT = TESTER.take_snapshot()
-KEYS = ["0x" + f"{0xA000 + i:064x}" for i in range(N)]
+LATE = 2  # nodes that may register in the middle of a round
+KEYS = ["0x" + f"{0xA000 + i:064x}" for i in range(N + LATE)]
 ADDRS = [Account.from_key(k).address for k in KEYS]
 KEY_OF = {a: k for a, k in zip(ADDRS, KEYS, strict=True)}
 
@@ -56,10 +57,11 @@ class LedgerMachine(RuleBasedStateMachine):
             penalty_no_vote=130,
         )
         self.task = self.led.publish_task(self.params, self.params.escrow_per_round() * 3)
-        regs = [sign_registration(k, self.led.domain, self.task, 500) for k in KEYS]
+        regs = [sign_registration(k, self.led.domain, self.task, 500) for k in KEYS[:N]]
         self.led.register_for(self.task, regs)
         self.balance = {a: self.led.balance_of(a) for a in ADDRS}
-        self.deposit = dict.fromkeys(ADDRS, 500)
+        self.deposit = {a: 500 if i < N else 0 for i, a in enumerate(ADDRS)}
+        self.late_registered: set[int] = set()
         self.round = 0
         self.state = 0  # 0 none/settled, 1 open, 2 voting
         self.subs: list = []
@@ -135,7 +137,8 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def vote_unassigned(self, data: st.DataObject) -> None:
         s = data.draw(st.integers(0, len(self.subs) - 1))
-        outsiders = [a for a in ADDRS if a not in self.plan[s]]
+        registered = ADDRS[:N] + [ADDRS[i] for i in sorted(self.late_registered)]
+        outsiders = [a for a in registered if a not in self.plan[s]]
         v = data.draw(st.sampled_from(outsiders))
         vote = sign_vote(
             KEY_OF[v], self.led.domain, self.task, self.round, s, self.subs[s].model_digest, True
@@ -145,6 +148,17 @@ class LedgerMachine(RuleBasedStateMachine):
             raise AssertionError("a vote by an unassigned verifier was accepted")
         except ContractRevertError as exc:
             assert exc.name in ("NotAssigned", "VoteTooLate"), exc
+
+    @rule(i=st.integers(N, N + LATE - 1))
+    def register_late(self, i: int) -> None:
+        """A node joining mid-round is not in the pool of a window that already closed."""
+        if i in self.late_registered:
+            return
+        self.led.register_for(
+            self.task, [sign_registration(KEYS[i], self.led.domain, self.task, 500)]
+        )
+        self.late_registered.add(i)
+        self.deposit[ADDRS[i]] = 500
 
     @rule(blocks=st.integers(1, 4))
     def mine(self, blocks: int) -> None:
