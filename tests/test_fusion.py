@@ -147,6 +147,27 @@ def test_stage_one_moves_only_diagonal_blocks_and_stage_two_moves_all() -> None:
             assert torch.equal(after2[k], before2[k]), k
 
 
+def test_private_head_blocks_sum_the_private_logits() -> None:
+    models = _models(("table4", "table4"))
+    sets = [(0, 1, 2), (2, 3)]
+    meta = MetaModel(models, sets, 4, "II")
+    x = torch.rand(5, 1, 28, 28)
+    fc = meta.concat_features(x)
+    with torch.no_grad():
+        meta.feature_mean.copy_(fc.mean(0))
+        meta.feature_std.copy_(fc.std(0).clamp_min(1e-6))
+    meta.init_blocks_from_private_heads()
+    meta.set_gamma(0.0)
+    with torch.no_grad():
+        got = meta.fuse_features(fc)
+        la, lb = models[0](x), models[1](x)
+    want = torch.stack([la[:, 0], la[:, 1], la[:, 2] + lb[:, 2], lb[:, 3]], dim=1)
+    assert torch.allclose(got, want, atol=1e-4)
+    assert torch.count_nonzero(meta.A[~meta.a_mask]) == 0
+    with pytest.raises(FusionError):
+        FusionConfig(block_init="zeros")
+
+
 def test_strategy1_trains_everything_from_the_start() -> None:
     torch.manual_seed(1)
     meta = MetaModel(_models(("table4",)), [(0, 1, 2)], 3, "I")

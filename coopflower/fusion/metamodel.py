@@ -170,6 +170,30 @@ class MetaModel(nn.Module):
         """``|h| = sum_i |l_i|``."""
         return int(self.A.shape[1])
 
+    @torch.no_grad()
+    def init_blocks_from_private_heads(self) -> None:
+        """Strategy II variant: set each block ``W_i`` (and its hidden biases) to private model
+        ``i``'s own output layer restricted to its classes ``l_i``, so that at ``gamma = 0``
+        the MetaModel's logit for class ``p`` is the sum of the private logits for ``p`` of the
+        models that know it. Accounts for the feature standardisation in place; call it after
+        ``feature_mean`` / ``feature_std`` are set. Off-block weights stay zero.
+
+        Raises ``FusionError`` when a private model has no linear output layer ``out``.
+        """
+        r = c = 0
+        for i, (m, ls, fd) in enumerate(
+            zip(self._extractors(), self.label_sets, self.feature_dims, strict=True)
+        ):
+            out = getattr(m, "out", None)
+            if not isinstance(out, nn.Linear) or out.in_features != fd:
+                raise FusionError(f"private model {i} has no output layer matching its features")
+            w = out.weight[ls].T  # (|f_i|, |l_i|)
+            std = self.feature_std[r : r + fd, None]
+            mean = self.feature_mean[r : r + fd]
+            self.A[r : r + fd, c : c + len(ls)] = w * std
+            self.bias_h[c : c + len(ls)] = out.bias[ls] + mean @ w
+            r, c = r + fd, c + len(ls)
+
     def set_gamma(self, gamma: float) -> None:
         """Set the gate of equations 11-12 (0: stage one, 1: stage two and Strategy I)."""
         if gamma not in (0.0, 1.0):

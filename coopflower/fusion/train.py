@@ -95,6 +95,8 @@ class FusionConfig:
         max_shift: largest shift in pixels (each axis) of an augmented copy.
         stage2_lr_factor: Strategy II's stage two uses ``lr`` times this (fine-tuning from
             stage one's solution).
+        block_init: Strategy II's blocks ``W_i``: ``"random"`` (the paper, eq. 9) or
+            ``"private"`` (each contributor's own output layer for its classes).
     """
 
     strategy: Strategy = "II"
@@ -108,6 +110,7 @@ class FusionConfig:
     augment_copies: int = 0
     max_shift: int = 2
     stage2_lr_factor: float = 1.0
+    block_init: str = "random"
 
     def __post_init__(self) -> None:
         if self.strategy not in ("I", "II"):
@@ -121,6 +124,8 @@ class FusionConfig:
                 f"bad settings lr={self.lr} batch_size={self.batch_size} "
                 f"weight_decay={self.weight_decay}"
             )
+        if self.block_init not in ("random", "private"):
+            raise FusionError(f"block_init must be 'random' or 'private', got {self.block_init!r}")
         if not self.stage2_lr_factor > 0:
             raise FusionError("stage2_lr_factor must be positive")
         if self.augment_copies < 0 or not 0 <= self.max_shift <= 8:
@@ -270,6 +275,8 @@ def fit_metamodel(
     with torch.no_grad():
         meta.feature_mean.copy_(fc_train.mean(0))
         meta.feature_std.copy_(fc_train.std(0, unbiased=False).clamp_min(1e-6))
+    if config.strategy == "II" and config.block_init == "private":
+        meta.init_blocks_from_private_heads()
 
     if config.strategy == "II":
         stages = [(1, config.epochs_stage1, 0.0), (2, config.epochs_stage2, 1.0)]
