@@ -4,6 +4,7 @@ starts, answers and stops."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,8 @@ def test_connect_errors() -> None:
         connect("ws://127.0.0.1:1")
     with pytest.raises(LedgerError, match="private key"):
         connect("http://127.0.0.1:1")
+    with pytest.raises(LedgerError, match="invalid private key"):
+        connect("http://127.0.0.1:1", private_key="0x1234")
     port = nodes_mod.free_port()
     with pytest.raises(LedgerError, match="does not answer"):
         connect(f"http://127.0.0.1:{port}", private_key="0x" + "11" * 32)
@@ -56,6 +59,14 @@ def test_anvil_starts_and_stops() -> None:
     with pytest.raises(ProcessLookupError):
         for _ in range(50):  # the process is gone (reaped) once the context exits
             os.kill(pid, 0)
-            import time
-
             time.sleep(0.1)
+
+
+def test_bad_arguments_raise_ledger_error() -> None:
+    from coopflower.ledger import CoopLedger, TaskParams
+
+    led = CoopLedger.deploy(connect())
+    with pytest.raises(LedgerError, match="do not fit the contract's ABI"):
+        led.publish_task(TaskParams(spec_hash=b"\x00" * 32, k=-1), 0)
+    with pytest.raises(LedgerError, match="negative value"):
+        led.fund_task(1, -5)

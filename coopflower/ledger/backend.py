@@ -289,6 +289,10 @@ def connect(
         )
     if private_key is None:
         raise LedgerError("a private key is needed to send transactions to a JSON-RPC node")
+    try:
+        account = Account.from_key(private_key)
+    except Exception as exc:
+        raise LedgerError(f"invalid private key: {type(exc).__name__}") from exc
     w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 60}))
     try:
         raw = w3.provider.make_request("eth_getBlockByNumber", ["latest", False])  # type: ignore[arg-type]
@@ -305,7 +309,7 @@ def connect(
     can_mine = "anvil" in version.lower()
     return Chain(
         w3,
-        Account.from_key(private_key),
+        account,
         "rpc",
         poa,
         can_mine,

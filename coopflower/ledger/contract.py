@@ -560,7 +560,12 @@ class CoopLedger:
         return ContractRevertError(name, dict(zip(names, values, strict=True)))
 
     def _send(self, fn: str, args: list[Any], value: int = 0) -> TxResult:
-        data = bytes.fromhex(self._c.encode_abi(fn, args=args)[2:])
+        if value < 0:
+            raise LedgerError(f"{fn}: negative value {value}")
+        try:
+            data = bytes.fromhex(self._c.encode_abi(fn, args=args)[2:])
+        except Exception as exc:  # web3 raises several types for out-of-range or wrong types
+            raise LedgerError(f"{fn}: arguments do not fit the contract's ABI: {exc}") from exc
         out: TxOutcome = self.chain.transact(self.address, data, value, self.decode_revert)
         return TxResult(out.tx_hash, out.block_number, out.gas_used, self._decode_logs(out.logs))
 
