@@ -49,7 +49,8 @@ def run_case2(
     verifier_acc: dict[str, list[list[float]]] = {}
     for p in c2["p_values"]:
         name = f"p{int(p)}"
-        decrypted, accs = [], []
+        decrypted: list[tuple[torch.nn.Module, tuple[int, ...]]] = []
+        accs: list[list[float]] = []
         for i, (model, ls) in enumerate(plain_models):
             enc = encrypt_model(model, pk, "elementwise", p=int(p), q=int(c2["q"]))
             blob = enc.to_bytes()  # what the contributor stores by CID

@@ -85,14 +85,15 @@ def run_case3(
             updates = []
             for j, c in enumerate(clients):
                 local = build_model(arch)
-                set_weights(local, get_weights(glob))
+                start: dict[str, npt.NDArray[np.generic]] = dict(get_weights(glob))
+                set_weights(local, start)
                 train_model(local, images[c], labels[c], epochs=local_epochs,
                             batch_size=int(tc["batch_size"]), lr=float(tc["lr"]),
                             momentum=float(tc["momentum"]), seed=seed + 100 * r + j)
                 updates.append(AcceptedModel(b"", str(j), arch, int(c.size), get_weights(local)))
             avg = weighted_average(updates, get_weights(glob))
             assert avg is not None
-            set_weights(glob, avg)
+            set_weights(glob, dict(avg))
             fed_curve.append(pct(accuracy(glob, test_x, test_y)))
             log(f"case III {scenario}: FedAvg round {r}/{rounds}: test {fed_curve[-1]}%")
         fed_bytes = rounds * len(clients) * 2 * model_bytes

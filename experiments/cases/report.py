@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 # The paper's numbers (section V). Figs. 10-12 give no values in the text: only what it says.
-PAPER = {
+PAPER: dict[str, Any] = {
     "fig10": "every contributor above 90% on its local verification data",
     "fig11": "accuracy rises with the number of fused models; Strategy II slightly above I",
     "case1_meta_acc": 95.8,  # as the issue quotes it (three fused models)
