@@ -127,3 +127,39 @@ def test_verifier_judges_real_and_bad_models(tmp_path: Path, ledger: CoopLedger)
     assert strict["approve"] == [False] and "below 10000" in strict["reasons"][0]
     missing = _verify(tmp_path, ledger, [bad_cid[:-1] + b"\x00"], [good_hash])
     assert missing["approve"] == [False] and "fetch failed" in missing["reasons"][0]
+
+
+def test_encrypted_model_is_judged_in_cipherspace(tmp_path: Path, ledger: CoopLedger) -> None:
+    """IVHE (element-wise): the contributor encrypts under the initiator's public key, the
+    verifier evaluates in cipherspace; its accuracy matches the decrypted model's."""
+    from coopflower.crypto import (
+        EncryptedModel,
+        IVHEParams,
+        decrypt_model,
+        make_keys,
+        public_key_to_bytes,
+    )
+    from coopflower.models import build_model
+    from coopflower.training import evaluate_model
+
+    store = open_store(tmp_path / "store")
+    sk, pk = make_keys("elementwise", "table4", IVHEParams())
+    key_cid = store.put(public_key_to_bytes(pk)).to_bytes()
+    cfg = ConfigRecord({**_base(ledger, tmp_path / "store"), "mode": P.MODE_COOP, "epochs": 2,
+                        "encryption": "elementwise", "ivhe-key-cid": key_cid,
+                        "ivhe-p": 2**7, "ivhe-q": 1000})
+    s = handle_train(Message(RecordDict({P.CONFIG: cfg}), 0, "train"),
+                     _ctx(tmp_path, 0, model="table4")).content.config_records[P.SUBMISSION]
+    blob = store.get(bytes(s["cid"]))
+    enc = EncryptedModel.from_bytes(blob)  # the stored model is the encrypted one
+    assert enc.strategy == "elementwise" and enc.metadata["model"] == "table4"
+    votes = _verify(tmp_path, ledger, [bytes(s["cid"])], [bytes(s["content-hash"])],
+                    min_bps=5000)
+    assert votes["approve"] == [True], votes["reasons"]
+    plain = build_model("table4")
+    plain.load_state_dict(decrypt_model(enc, sk))
+    from coopflower.client.handlers import NodeSettings, local_data
+
+    data = local_data(NodeSettings.from_node_config(_ctx(tmp_path, 3).node_config))
+    ref = evaluate_model(plain, data.verify_x, data.verify_y).accuracy
+    assert abs(votes["accuracy-bps"][0] / 10000 - ref) <= 0.03

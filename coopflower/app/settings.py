@@ -24,7 +24,8 @@ class AppSettings:
     deployment's address or empty to deploy; ``verifiers`` k per submission, ``quorum``;
     ``min-accuracy-bps`` the task's acceptance criterion; ``log-fedavg`` whether the baseline
     logs its rounds on chain; ``report-file`` a path where the ServerApp writes a JSON report
-    (contract, task, per-round phases and timings) when the run ends.
+    (contract, task, per-round phases and timings) when the run ends; ``encryption``
+    ``elementwise`` for IVHE-encrypted models evaluated in cipherspace (empty: plaintext).
     """
 
     num_rounds: int = 3
@@ -46,6 +47,7 @@ class AppSettings:
     central_eval: bool = True
     seed: int = 0
     report_file: str = ""
+    encryption: str = ""
 
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> AppSettings:

@@ -45,4 +45,5 @@ def build_strategy(settings: AppSettings) -> Strategy:
         contract=settings.contract or None,
         store=settings.store_spec(),
         fraction_train=settings.fraction_train,
+        encryption=settings.encryption or None,
     )

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from coopflower.storage.base import ContentStore
 
 __all__ = ["Submission", "Verdict", "make_submission", "judge_model", "sign_vote",
+           "encrypt_blob",
            "sign_registration", "content_hash", "model_digest", "DutyError"]
 
 
@@ -111,6 +112,8 @@ def judge_model(
         return no("content hash does not match the blob", len(blob))
     try:
         _, meta = unpack_arrays(blob)
+        if meta.get("format") == _ivhe_format():
+            return _judge_encrypted(blob, images, labels, min_accuracy_bps)
         name = meta.get("model", "")
         if name not in MODEL_NAMES:
             return no(f"unknown model architecture {name!r}", len(blob))
@@ -126,6 +129,56 @@ def judge_model(
     ok = bps >= min_accuracy_bps
     reason = "" if ok else f"accuracy {bps} bps below {min_accuracy_bps}"
     return Verdict(ok, bps, reason, len(blob), res.num_examples, res.seconds)
+
+
+def _ivhe_format() -> str:
+    from coopflower.crypto.strategies import FORMAT
+
+    return FORMAT
+
+
+def encrypt_blob(model: Any, cfg: Mapping[str, Any], store_spec: str | None,
+                 metadata: dict[str, str]) -> bytes:
+    """The contributor's model with its first layer IVHE-encrypted under the initiator's
+    public key (fetched by the CID in ``cfg``, checked by the store), as a blob."""
+    from coopflower.client import protocol as P
+    from coopflower.crypto import encrypt_model, public_key_from_bytes
+
+    strategy = P.get_str(cfg, "encryption")
+    if strategy != "elementwise":
+        raise DutyError(f"encryption {strategy!r}: contributors can only do 'elementwise' "
+                        "(the pair-wise strategy needs the secret key)")
+    key_cid = cfg.get("ivhe-key-cid")
+    if not isinstance(key_cid, bytes):
+        raise DutyError("config lacks the IVHE public key's CID ('ivhe-key-cid')")
+    pk = public_key_from_bytes(_open(store_spec).get(key_cid))
+    enc = encrypt_model(model, pk, strategy, P.get_int(cfg, "ivhe-p", 2**7),
+                        P.get_int(cfg, "ivhe-q", 1000), metadata=metadata)
+    return enc.to_bytes()
+
+
+def _judge_encrypted(blob: bytes, images: npt.NDArray[np.uint8],
+                     labels: npt.NDArray[np.int64], min_accuracy_bps: int) -> Verdict:
+    """Evaluate an encrypted model in cipherspace (public material only)."""
+    from coopflower.crypto import EncryptedModel, IVHEError, evaluate_encrypted
+
+    try:
+        enc = EncryptedModel.from_bytes(blob)
+        text = enc.metadata.get("classes", "")
+        classes = [int(c) for c in text.split(",")] if text else None
+        t0 = time.perf_counter()
+        acc = evaluate_encrypted(enc, images, labels, classes)
+        seconds = time.perf_counter() - t0
+    except (IVHEError, ValueError) as exc:
+        return Verdict(False, 0, f"unusable encrypted model: {exc}", len(blob), 0, 0.0)
+    n = int(np.isin(labels, classes).sum()) if classes else int(len(labels))
+    if not n or not np.isfinite(acc):
+        return Verdict(False, 0, "no local samples of the model's classes", len(blob), 0,
+                       seconds)
+    bps = int(round(acc * 10000))
+    ok = bps >= min_accuracy_bps
+    reason = "" if ok else f"accuracy {bps} bps below {min_accuracy_bps} (cipherspace)"
+    return Verdict(ok, bps, reason, len(blob), n, seconds)
 
 
 def sign_vote(key: NodeKey, cfg: Mapping[str, Any], submission: int, model_digest: bytes,

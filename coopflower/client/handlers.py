@@ -217,13 +217,18 @@ def handle_train(msg: Message, context: Context) -> Message:
     classes = sorted(settings.labels) if settings.labels else sorted(
         int(c) for c in np.unique(data.train_y)
     )
-    blob = state_dict_to_blob(model, metadata={
+    meta = {
         "model": name,
         "classes": ",".join(map(str, classes)),
         "num-examples": str(res.num_examples),
-    })
+    }
+    store_spec = _store_spec(settings, cfg)
+    if P.get_str(cfg, "encryption", ""):
+        blob = duties.encrypt_blob(model, cfg, store_spec, meta)
+    else:
+        blob = state_dict_to_blob(model, metadata=meta)
     key = _node_key(settings, context)
-    sub = duties.make_submission(key, cfg, blob, _store_spec(settings, cfg))
+    sub = duties.make_submission(key, cfg, blob, store_spec)
     metrics["blob-bytes"] = len(blob)
     metrics["handler-seconds"] = time.perf_counter() - t0
     record = ConfigRecord({

@@ -149,6 +149,10 @@ class CoordinatedStrategy(FedAvg):
         aggregate_fn: turns the accepted models into the new global arrays (default:
             weighted averaging; the MetaModel fusion plugs in here).
         verify_timeout: seconds to wait for votes (default: ``start``'s ``timeout``).
+        encryption: ``"elementwise"`` to have contributors encrypt their models' first layer
+            with IVHE under the initiator's public key (published by CID), verifiers evaluate
+            in cipherspace, and the initiator decrypt the accepted ones (``None``: plaintext).
+        ivhe_p, ivhe_q: the scaling factors of weights and inputs.
         progress: where the per-phase lines go (``None``: silent).
         **fedavg_kwargs: sampling settings passed to ``FedAvg`` (``fraction_train``,
             ``min_train_nodes``, ``min_available_nodes``, ...).
@@ -167,6 +171,9 @@ class CoordinatedStrategy(FedAvg):
         aggregate_fn: AggregateFn = weighted_average,
         verify_timeout: float | None = None,
         progress: TextIO | None = sys.stderr,
+        encryption: str | None = None,
+        ivhe_p: int = 2**7,
+        ivhe_q: int = 1000,
         **fedavg_kwargs: Any,
     ) -> None:
         super().__init__(**fedavg_kwargs)
@@ -186,6 +193,13 @@ class CoordinatedStrategy(FedAvg):
         self.addresses: dict[int, str] = {}  # Flower node id -> registered address
         self.models: dict[int, str] = {}  # Flower node id -> architecture it reported
         self._store: Any = None
+        if encryption not in (None, "", "elementwise"):
+            raise StrategyError(f"encryption {encryption!r}: contributors hold only the public "
+                                "key, so the round supports 'elementwise' (or None)")
+        self.encryption = encryption or None
+        self.ivhe_p, self.ivhe_q = ivhe_p, ivhe_q
+        self._secret_key: Any = None
+        self.ivhe_key_cid: bytes | None = None
 
     # ------------------------------------------------------------------ set-up
     def summary(self) -> None:
@@ -239,12 +253,23 @@ class CoordinatedStrategy(FedAvg):
         return self.task_id
 
     def _base_config(self) -> dict[str, Any]:
-        return {
+        cfg: dict[str, Any] = {
             "task-id": int(self.task_id or 0),
             "chain-id": int(self.ledger.chain.chain_id),
             "contract": str(self.ledger.address),
             "store": self._store_spec_text(),
         }
+        if self.encryption:
+            cfg.update({"encryption": self.encryption, "ivhe-key-cid": self.ivhe_key_cid,
+                        "ivhe-p": self.ivhe_p, "ivhe-q": self.ivhe_q})
+        return cfg
+
+    def _make_ivhe_keys(self) -> None:
+        """The initiator's IVHE key pair; the public key is published by CID."""
+        from coopflower.crypto import IVHEParams, make_keys, public_key_to_bytes
+
+        self._secret_key, pk = make_keys("elementwise", "table4", IVHEParams())
+        self.ivhe_key_cid = self._open_store().put(public_key_to_bytes(pk)).to_bytes()
 
     def _register(self, grid: Grid, node_ids: Sequence[int], timeout: float) -> list[NodeFailure]:
         """Ask every node for its signed consent and register the new ones in one tx."""
@@ -318,6 +343,8 @@ class CoordinatedStrategy(FedAvg):
             sample = max(num_nodes, self.min_train_nodes, self.task.k + 1)
             node_ids, _ = sample_nodes(grid, max(self.min_available_nodes, sample), sample)
             task_id = self._ensure_task(num_rounds, len(node_ids))
+            if self.encryption and self._secret_key is None:
+                self._make_ivhe_keys()
             reg_failures = self._register(grid, node_ids, timeout)
             rec.detail = (f"contract {ledger.address}, task {task_id}, "
                           f"{len(self.addresses)} nodes registered")
@@ -586,9 +613,19 @@ class CoordinatedStrategy(FedAvg):
             out[key] = sum(w * _metric(m, key) for w, m in zip(n, replies, strict=True)) / total
         return MetricRecord(out)
 
+    def _decrypt(self, blob: bytes) -> tuple[dict[str, Any], dict[str, str]]:
+        """The initiator decrypts an accepted model: plaintext arrays and its metadata."""
+        from coopflower.crypto import EncryptedModel, decrypt_model
+
+        enc = EncryptedModel.from_bytes(blob)
+        state = decrypt_model(enc, self._secret_key)
+        arrays = {k: v.detach().cpu().numpy() for k, v in state.items()}
+        return arrays, {"model": enc.arch, **enc.metadata}
+
     def _fetch(self, rnd: int, accepted: Sequence[Any]) -> list[AcceptedModel]:
         """Fetch accepted blobs by CID (the store checks the bytes) and unpack them."""
         from coopflower.blob import BlobError, unpack_arrays
+        from coopflower.crypto.errors import IVHEError
         from coopflower.storage.errors import StorageError
 
         store = self._open_store()
@@ -600,10 +637,12 @@ class CoordinatedStrategy(FedAvg):
                 if _content_hash(blob) != sub.content_hash:
                     raise ValueError("content hash mismatch")
                 arrays, meta = unpack_arrays(blob)
+                if self.encryption and meta.get("format", "").startswith("coopflower-ivhe"):
+                    arrays, meta = self._decrypt(blob)
                 classes = tuple(int(c) for c in meta.get("classes", "").split(",") if c)
                 out.append(AcceptedModel(sub.cid, sub.contributor, meta.get("model", ""),
                                          int(meta.get("num-examples", "1")), arrays, classes))
-            except (StorageError, BlobError, ValueError) as exc:
+            except (StorageError, BlobError, IVHEError, ValueError) as exc:
                 log(WARNING, "accepted model %s unusable by the initiator: %s",
                     sub.cid.hex()[:16], exc)
         return out
