@@ -41,7 +41,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         TESTER.revert_to_snapshot(SNAPSHOT)  # every example starts from the fresh deployment
-        CHAIN._nonce = None
+        CHAIN.resync()
         self.led = LEDGER
         self.params = TaskParams(
             spec_hash=os.urandom(32),

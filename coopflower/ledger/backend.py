@@ -100,6 +100,11 @@ class Chain:
         else:
             self.w3.provider.make_request("anvil_mine", [hex(blocks)])  # type: ignore[arg-type]
 
+    def resync(self) -> None:
+        """Forget the local nonce (after a chain snapshot was reverted or another sender used
+        the same key); the next transaction reads it from the node."""
+        self._nonce = None
+
     def with_account(self, private_key: str | bytes) -> Chain:
         """Returns: a Chain on the same node sending from another key (its own nonces)."""
         return replace(self, account=Account.from_key(private_key), tx_count=0, _nonce=None)
