@@ -12,6 +12,7 @@ from coopflower.ledger import (
     Chain,
     ContractRevertError,
     CoopLedger,
+    SignedRegistration,
     Status,
     connect,
     settle_submission,
@@ -19,6 +20,7 @@ from coopflower.ledger import (
     sign_submission,
     sign_vote,
 )
+from coopflower.ledger.eip712 import compact_signature
 from coopflower.ledger.nodes import ChainNode
 from tests.fixtures_chain import (  # noqa: F401
     Scenario,
@@ -341,9 +343,7 @@ def test_registration_rules(chain: Chain) -> None:
     assert led.participants(t)[-1] == other.address
 
 
-def _reg_tuple(reg) -> tuple:  # type: ignore[no-untyped-def]
-    from coopflower.ledger.eip712 import compact_signature
-
+def _reg_tuple(reg: SignedRegistration) -> tuple[str, int, bytes, bytes]:
     r, vs = compact_signature(reg.signature)
     return (reg.participant, reg.deposit, r, vs)
 
