@@ -251,6 +251,24 @@ def fit_metamodel(
     Returns:
         :class:`FusionMetrics`. Raises ``FusionError`` on bad inputs.
     """
+    # The fusion network is small: with several threads, the per-step thread overhead
+    # dominates (10x slower measured on 2 busy cores), so it trains on one thread.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fit(meta, features, labels, config, on_epoch, extra)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(
+    meta: MetaModel,
+    features: torch.Tensor,
+    labels: npt.NDArray[np.generic] | torch.Tensor,
+    config: FusionConfig,
+    on_epoch: Callable[[EpochRecord], None] | None,
+    extra: tuple[torch.Tensor, torch.Tensor] | None,
+) -> FusionMetrics:
     if meta.strategy != config.strategy:
         raise FusionError(f"MetaModel built for Strategy {meta.strategy}, config says "
                           f"{config.strategy}")
