@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from eth_account import Account
 
 from coopflower.blob import blob_to_state_dict, state_dict_to_blob
+from coopflower.client.duties import content_hash
 from coopflower.data import load_mnist, stratified_split
 from coopflower.ledger import (
     CoopLedger,
@@ -102,7 +103,7 @@ def run_demo(as_json: bool = False, seed: int = 0) -> int:
         fetched = store.get(cid)  # verified against the CID on read
         assert fetched == blob
         subs.append(sign_submission(keys[i], ledger.domain, task, rnd, cid.to_bytes(),
-                                    hashlib.sha256(blob).digest()))
+                                    content_hash(blob)))
         report.cids[addrs[i]] = str(cid)
         _say(f"contributor {i} {'(lazy) ' if i == LAZY else ''}stored {len(blob)} B as {cid}")
     sub_tx = ledger.submit_batch(task, rnd, subs, close=True)
