@@ -22,7 +22,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     devnet.add_argument("--chain", choices=("anvil", "clique"), default="anvil")
     devnet.add_argument("--no-ipfs", action="store_true", help="do not start a js-ipfs daemon")
     devnet.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    sim = sub.add_parser("simulate", help="the coordinated strategy beside FedAvg in simulation")
+    sim.add_argument("--nodes", type=int, default=10)
+    sim.add_argument("--rounds", type=int, default=3)
+    sim.add_argument("--model", default="table4")
+    sim.add_argument("--epochs", type=int, default=2)
+    sim.add_argument("--chain", default=None, help="JSON-RPC URL (default: embedded EVM)")
+    sim.add_argument("--chain-key", default=None, help="the initiator's key for --chain")
+    sim.add_argument("--store", default=None, help="store directory or IPFS RPC URL")
+    sim.add_argument("--out", default="results/simulate", help="folder for JSON and PNG")
     args = parser.parse_args(argv)
+    if args.command == "simulate":
+        from coopflower.simulate import run_simulate
+
+        return run_simulate(args.nodes, args.rounds, args.model, args.epochs, args.chain,
+                            args.chain_key, args.store, args.out)
     if args.command == "demo":
         from coopflower.demo import run_demo
 

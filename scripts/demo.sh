@@ -4,4 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export FLWR_TELEMETRY_ENABLED=0
-exec .venv/bin/coopflower demo "$@"
+.venv/bin/coopflower demo "$@"
+# then the shipped Flower app: the coordinated strategy beside FedAvg, 10 simulated SuperNodes
+exec .venv/bin/coopflower simulate --nodes 10 --rounds 3
