@@ -145,7 +145,8 @@ def _report(summary: SimulationSummary, out: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(summary.fedavg_accuracy, "o-", label="FedAvg (Flower)")
-    ax.plot(summary.coop_accuracy, "s-", label="coordinated (chain + votes)")
+    ax.plot(summary.coop_accuracy, "s--", label="coordinated (chain + votes)")
+    ax.set_xticks(range(len(summary.coop_accuracy)))
     ax.set_xlabel("round")
     ax.set_ylabel("central accuracy (held-out digits)")
     ax.set_title(f"{summary.nodes} SuperNodes, {summary.model}")
