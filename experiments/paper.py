@@ -55,7 +55,7 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
             out[f"case3_fedavg_acc_{s}"] = c3[s]["fedavg_acc"]
             out[f"case3_bytes_coop_{s}"] = c3[s]["bytes_coop"]
             out[f"case3_bytes_fedavg_{s}"] = c3[s]["bytes_fedavg"]
-    return out
+    return dict(_finite(out))
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -93,7 +93,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     text = tables(results)
     (out_dir / "tables.txt").write_text(text + "\n")
     results["figures"] = plots(results, out_dir)
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
+    (out_dir / "results.json").write_text(json.dumps(_finite(results), indent=2))
     print(text, file=sys.stderr)
     log(f"wrote {out_dir}/results.json, tables.txt, {', '.join(results['figures'])} "
         f"in {results['seconds']} s")
@@ -109,10 +109,15 @@ def _override_dirname() -> str:
         return ""
 
 
-def _json_default(x: Any) -> Any:
+def _finite(x: Any) -> Any:
+    """NaN (e.g. no model accepted) as JSON null, recursively."""
     if isinstance(x, float) and math.isnan(x):
         return None
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="paper")

@@ -100,7 +100,8 @@ def run_case3(
 
         # Coordinated: contributors train once, one verifier, the initiator fuses (Strategy II)
         accepted = []
-        votes_yes = []
+        votes_yes: list[int] = []
+        verifier_acc: list[list[float]] = []
         for i, (tr, _) in enumerate(split.contributors):
             m = build_model(arch)
             train_model(m, images[tr], labels[tr], epochs=rounds * local_epochs,
@@ -111,6 +112,9 @@ def run_case3(
             v = vote([accuracy(m, images[vv], labels[vv], classes=ls) for vv in split.verifiers],
                      float(c3["criterion"]))
             votes_yes.append(sum(v.yes))
+            verifier_acc.append([pct(a) for a in v.accuracies])
+            log(f"case III {scenario}: contributor {i + 1} trained {rounds * local_epochs} epochs; "
+                f"verifier accuracy {verifier_acc[-1]}, {'accepted' if v.accepted else 'rejected'}")
             if v.accepted:
                 accepted.append((m, tuple(ls)))
         coop_bytes = 3 * model_bytes + 3 * model_bytes + len(accepted) * model_bytes
@@ -126,6 +130,7 @@ def run_case3(
             "client_sizes": [int(c.size) for c in clients],
             "fedavg_acc": fed_curve[-1], "fedavg_acc_by_round": fed_curve,
             "coop_acc": coop_acc, "accepted": len(accepted), "votes_yes": votes_yes,
+            "verifier_accuracy": verifier_acc,
             "bytes_fedavg": fed_bytes, "bytes_coop": coop_bytes, "model_blob_bytes": model_bytes,
         }
     return out
