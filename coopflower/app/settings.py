@@ -73,6 +73,8 @@ class AppSettings:
             raise SettingsError(f"strategy must be 'coordinated' or 'fedavg', got {s.strategy!r}")
         if s.num_rounds < 1 or s.epochs < 0 or not 1 <= s.quorum <= s.verifiers:
             raise SettingsError(f"bad sizes in {s}")
+        if s.encryption not in ("", "elementwise"):
+            raise SettingsError(f"encryption must be '' or 'elementwise', got {s.encryption!r}")
         if not 0 <= s.min_accuracy_bps <= 10000:
             raise SettingsError("min-accuracy-bps must be in [0, 10000]")
         return s
