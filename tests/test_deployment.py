@@ -1,6 +1,7 @@
 """Deployment on loopback: a real ``flower-superlink`` and four ``flower-supernode`` processes,
 anvil and a js-ipfs daemon; ``flwr run`` completes two coordinated rounds, the chain shows
-them, and the audit replays them from chain and IPFS alone. Per-phase timings are printed."""
+them, and the audit replays them from chain and IPFS alone. One node trains its own Table I
+architecture (heterogeneous contributors). Per-phase timings are printed."""
 
 from __future__ import annotations
 
@@ -147,6 +148,8 @@ def test_two_coordinated_rounds_on_superlink_supernodes_anvil_ipfs(
         for i in range(NODES):
             cfg = (f"partition-id={i} num-partitions={NODES} "
                    f"key-file='{tmp_path / 'keys' / f'node{i}.json'}' store='{ipfs_url}'")
+            if i == NODES - 1:  # a heterogeneous contributor: its own Table I architecture
+                cfg += " model='table1_c1'"
             procs.start(f"supernode{i}", [
                 str(VENV_BIN / "flower-supernode"), "--insecure",
                 "--superlink", f"127.0.0.1:{port}", "--node-config", cfg,
@@ -191,6 +194,14 @@ def test_two_coordinated_rounds_on_superlink_supernodes_anvil_ipfs(
             assert len(rec.submissions) == NODES and len(rec.votes) == NODES * 3
             assert len(rec.round_settled) == 1
         assert any(r["accepted"] for r in doc["rounds"])
+        # the heterogeneous node's blobs carry its own architecture
+        from coopflower.blob import unpack_arrays
+        from coopflower.storage import open_store
+
+        store = open_store(ipfs_url)
+        models = {unpack_arrays(store.get(e.args["cid"]))[1]["model"]
+                  for e in ledger.round_record(task, 1).submissions}
+        assert models == {"table4", "table1_c1"}
         for r in doc["rounds"]:
             assert not r["failures"], r["failures"]
             assert (r["meta_cid"] is not None) == bool(r["accepted"])
