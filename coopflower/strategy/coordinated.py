@@ -339,9 +339,10 @@ class CoordinatedStrategy(FedAvg):
 
         with self.phases.phase(0, "setup") as rec:
             ledger = self._connect()
-            num_nodes = int(len(list(grid.get_node_ids())) * self.fraction_train)
-            sample = max(num_nodes, self.min_train_nodes, self.task.k + 1)
-            node_ids, _ = sample_nodes(grid, max(self.min_available_nodes, sample), sample)
+            # every connected node becomes a participant (a verifier candidate); each round
+            # then samples its contributors by fraction_train
+            need = max(self.min_available_nodes, self.min_train_nodes, self.task.k + 1)
+            _, node_ids = sample_nodes(grid, need, need)
             task_id = self._ensure_task(num_rounds, len(node_ids))
             if self.encryption and self._secret_key is None:
                 self._make_ivhe_keys()
@@ -404,7 +405,8 @@ class CoordinatedStrategy(FedAvg):
             cfg = ConfigRecord({**dict(train_config), **self._base_config(),
                                 "server-round": rnd, "round": chain_round, "mode": P.MODE_COOP})
             node_ids = [n for n in self.addresses]
-            n_train = max(int(len(node_ids) * self.fraction_train), 1)
+            n_train = max(int(len(node_ids) * self.fraction_train),
+                          min(self.min_train_nodes, len(node_ids)), 1)
             if n_train < len(node_ids):
                 node_ids = list(np.random.default_rng([rnd, task_id]).choice(
                     node_ids, n_train, replace=False))
