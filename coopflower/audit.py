@@ -170,12 +170,11 @@ def replay(task: TaskHistory, fetch: Fetch) -> list[RoundAudit]:  # noqa: C901
     Returns:
         A ``RoundAudit`` per round; ``problems`` names each discrepancy.
     """
-    from eth_utils import keccak
-
     from coopflower.ledger.eip712 import (
         Eip712Domain,
         SignedSubmission,
         SignedVote,
+        content_hash,
         model_digest,
         recover_submission,
         recover_vote,
@@ -217,7 +216,7 @@ def replay(task: TaskHistory, fetch: Fetch) -> list[RoundAudit]:  # noqa: C901
             # the blob, fetched by CID (checked by the store), against its content hash
             try:
                 blob = fetch(sub.cid)
-                if bytes(keccak(blob)) != sub.content_hash:
+                if content_hash(blob) != sub.content_hash:
                     row.blob = "BAD"
                     problems.append(f"{tag}: blob {sub.cid.hex()} does not match the recorded "
                                     "content hash")
@@ -324,7 +323,7 @@ def replay(task: TaskHistory, fetch: Fetch) -> list[RoundAudit]:  # noqa: C901
             try:
                 if model_digest(cid, chash) != digest:
                     problems.append(f"{where}: MetaModel digest does not match its CID and hash")
-                if bytes(keccak(fetch(cid))) != chash:
+                if content_hash(fetch(cid)) != chash:
                     problems.append(f"{where}: MetaModel blob {cid.hex()} does not match its hash")
             except Exception as exc:
                 problems.append(f"{where}: MetaModel blob {cid.hex()} failed its check: {exc}")
@@ -362,10 +361,8 @@ def _item(value: Any, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _calldata(ledger: Any, tx_hash: str, cache: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    if tx_hash not in cache:
-        tx = ledger.chain.w3.eth.get_transaction(tx_hash)
-        fn, args = ledger._c.decode_function_input(tx["input"])
-        cache[tx_hash] = (fn.fn_name, dict(args))
+    if tx_hash not in cache:  # decode_input also checks the transaction called this contract
+        cache[tx_hash] = ledger.decode_input(tx_hash)
     return cache[tx_hash]
 
 

@@ -19,12 +19,12 @@ from dataclasses import asdict, dataclass, field
 from eth_account import Account
 
 from coopflower.blob import blob_to_state_dict, state_dict_to_blob
-from coopflower.client.duties import content_hash
 from coopflower.data import load_mnist, stratified_split
 from coopflower.ledger import (
     CoopLedger,
     TaskParams,
     connect,
+    content_hash,
     sign_registration,
     sign_submission,
     sign_vote,

@@ -102,7 +102,7 @@ def _verify(tmp_path: Path, ledger: CoopLedger, cids: list[bytes], hashes: list[
 
 
 def test_verifier_judges_real_and_bad_models(tmp_path: Path, ledger: CoopLedger) -> None:
-    from coopflower.client.duties import content_hash
+    from coopflower.ledger.eip712 import content_hash
 
     ctx = _ctx(tmp_path, 0, model="table4")
     cfg = ConfigRecord({**_base(ledger, tmp_path / "store"), "mode": P.MODE_COOP, "epochs": 2})

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Submission", "Verdict", "make_submission", "judge_model", "sign_vote",
            "encrypt_blob",
-           "sign_registration", "content_hash", "model_digest", "DutyError"]
+           "sign_registration", "model_digest", "DutyError"]
 
 
 class DutyError(ValueError):
@@ -55,13 +55,6 @@ class Verdict:
     compute_seconds: float
 
 
-def content_hash(blob: bytes) -> bytes:
-    """The content hash recorded on chain beside the CID: keccak-256 of the blob bytes."""
-    from eth_utils import keccak
-
-    return bytes(keccak(blob))
-
-
 def _open(spec: str | None) -> ContentStore:
     from coopflower.storage import open_store
 
@@ -71,6 +64,8 @@ def _open(spec: str | None) -> ContentStore:
 def make_submission(key: NodeKey, cfg: Mapping[str, Any], blob: bytes,
                     store_spec: str | None) -> Submission:
     """Put ``blob`` into storage and sign the submission for the round named in ``cfg``."""
+    from coopflower.ledger.eip712 import content_hash
+
     t0 = time.perf_counter()
     cid_bytes = _open(store_spec).put(blob).to_bytes()
     stored = time.perf_counter() - t0
@@ -97,6 +92,7 @@ def judge_model(
         The ``Verdict``.
     """
     from coopflower.blob import BlobError, blob_to_state_dict, unpack_arrays
+    from coopflower.ledger.eip712 import content_hash
     from coopflower.models import MODEL_NAMES, build_model
     from coopflower.storage.errors import StorageError
     from coopflower.training import evaluate_model

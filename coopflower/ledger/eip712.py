@@ -115,6 +115,14 @@ class SignedVote:
     signature: bytes
 
 
+def content_hash(blob: bytes) -> bytes:
+    """The content hash recorded on chain beside a CID: keccak-256 of the blob's bytes.
+
+    Returns: 32 bytes.
+    """
+    return bytes(keccak(blob))
+
+
 def model_digest(cid: bytes, content_hash: bytes) -> bytes:
     """Digest the contract stores for a model: keccak256(keccak256(cid) || content_hash).
 

@@ -30,13 +30,12 @@ class ChainRoundLogger:
 
     def __call__(self, server_round: int, arrays: ArrayRecord) -> int:
         """Log one round; returns the bytes put into storage."""
-        from eth_utils import keccak
-
         from coopflower.blob import pack_arrays
+        from coopflower.ledger.eip712 import content_hash
 
         blob = pack_arrays({k: np.asarray(a.numpy()) for k, a in arrays.items()},
                            {"round": str(server_round), "strategy": "fedavg"})
         cid = self.store.put(blob).to_bytes()
-        self.ledger.log_round(self.task_id, server_round, cid, bytes(keccak(blob)))
+        self.ledger.log_round(self.task_id, server_round, cid, content_hash(blob))
         self.cids[server_round] = cid
         return len(blob)

@@ -50,6 +50,7 @@ from flwr.serverapp.strategy.strategy_utils import sample_nodes
 from flwr.supercore import log
 
 from coopflower.client import protocol as P
+from coopflower.ledger.eip712 import content_hash
 from coopflower.strategy.aggregate import AcceptedModel, AggregateFn, weighted_average
 from coopflower.strategy.metering import ByteMeter
 from coopflower.strategy.progress import PhaseLog
@@ -120,12 +121,6 @@ class RoundReport:
     new_arrays: ArrayRecord | None = None
     train_metrics: MetricRecord = field(default_factory=MetricRecord)
     verify_metrics: MetricRecord = field(default_factory=MetricRecord)
-
-
-def _content_hash(blob: bytes) -> bytes:
-    from eth_utils import keccak
-
-    return bytes(keccak(blob))
 
 
 def _metric(msg: Message, key: str) -> float:
@@ -242,7 +237,7 @@ class CoordinatedStrategy(FedAvg):
             return self.task_id
         t = self.task
         params = TaskParams(
-            spec_hash=_content_hash(t.spec.encode()),
+            spec_hash=content_hash(t.spec.encode()),
             k=t.k, quorum=t.quorum, min_accuracy_bps=t.min_accuracy_bps,
             submit_blocks=t.submit_blocks, vote_blocks=t.vote_blocks,
             max_submissions=t.max_submissions or max(num_nodes, 1),
@@ -578,7 +573,7 @@ class CoordinatedStrategy(FedAvg):
                                          "aggregated": str(len(models))})
                 cid = self._open_store().put(blob).to_bytes()
                 self.meter.add_storage(rnd, len(blob))
-                tx = ledger.record_metamodel(task_id, chain_round, cid, _content_hash(blob))
+                tx = ledger.record_metamodel(task_id, chain_round, cid, content_hash(blob))
                 report.gas += tx.gas_used
                 report.meta_cid = cid
                 new_arrays = ArrayRecord({k: Array(np.asarray(v)) for k, v in agg.items()})
@@ -636,7 +631,7 @@ class CoordinatedStrategy(FedAvg):
             try:
                 blob = store.get(sub.cid)
                 self.meter.add_storage(rnd, len(blob))
-                if _content_hash(blob) != sub.content_hash:
+                if content_hash(blob) != sub.content_hash:
                     raise ValueError("content hash mismatch")
                 arrays, meta = unpack_arrays(blob)
                 if self.encryption and meta.get("format", "").startswith("coopflower-ivhe"):
