@@ -5,6 +5,7 @@ training loops and the ledger's EIP-712 signing; the node key never leaves this 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -55,7 +56,9 @@ class Verdict:
     compute_seconds: float
 
 
+@functools.lru_cache(maxsize=4)
 def _open(spec: str | None) -> ContentStore:
+    """One store per spec and process (a Kubo store keeps its HTTP connection pool)."""
     from coopflower.storage import open_store
 
     return open_store(spec)
