@@ -99,6 +99,7 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[str]:
             ys = c1["meta_acc_by_models"][s]
             ax.plot(range(1, len(ys) + 1), ys, style, label=f"Strategy {s}")
         ax.axhline(c1["centralised_acc"], color="grey", ls=":", label="centralised")
+        ax.set_xticks(range(1, len(c1["meta_acc_by_models"]["I"]) + 1))
         ax.set_xlabel("number of fused models")
         ax.set_ylabel("MetaModel test accuracy (%)")
         ax.set_title("Fig. 11: MetaModel vs models fused")
