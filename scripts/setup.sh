@@ -18,8 +18,11 @@ want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   t0=$SECONDS
   # torch first: 2.13.0 resolves to the local CPU wheel; anything looser pulls CUDA.
-  .venv/bin/pip install -q "torch==2.13.0"
-  .venv/bin/pip install -q -e ".[dev]"
+  # (the image's pip config names an extra index folder that may not exist: drop that warning)
+  # pipefail keeps pip's exit status; only grep's "nothing left to print" is forgiven
+  quiet() { grep -v "is ignored: it is neither" || true; }
+  .venv/bin/pip install -q "torch==2.13.0" 2>&1 | quiet
+  .venv/bin/pip install -q -e ".[dev]" 2>&1 | quiet
   echo "$want" > "$stamp"
   log "python packages installed in $((SECONDS - t0)) s"
 fi
