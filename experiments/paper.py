@@ -48,6 +48,9 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     for key, (case, field) in SUMMARY_KEYS.items():
         if case in results and field in results[case]:
             out[key] = results[case][field]
+    for key, value in results.get("case2", {}).items():
+        if key.startswith("acc_p"):  # any swept p, not only the paper's two
+            out[f"case2_{key}"] = value
     c3 = results.get("case3", {})
     for s in ("partial", "diverse"):
         if s in c3:
