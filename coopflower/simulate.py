@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,8 @@ def run_simulate(nodes: int = 10, rounds: int = 3, model: str = "table4", epochs
     """
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_TMPDIR", "/tmp/coopflower-ray")
+    # Ray's and Flower's shutdown leaves files and subprocesses to the OS: not the user's concern
+    warnings.filterwarnings("ignore", category=ResourceWarning)
     tmp = Path(tempfile.mkdtemp(prefix="coopflower-sim-"))
     os.environ.setdefault("COOPFLOWER_HOME", str(tmp / "home"))
     store_spec = store or str(tmp / "store")
