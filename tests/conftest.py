@@ -18,3 +18,16 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """Under ``COOPFLOWER_REQUIRE_TOOLS=1`` (set by scripts/test.sh, which has just installed
+    the npm tools) a skipped test is a failure: a real component that is missing must not pass
+    as a skip."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("COOPFLOWER_REQUIRE_TOOLS") == "1":
+        report.outcome = "failed"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.longrepr = f"skipped, but scripts/test.sh requires every real component: {reason}"
