@@ -64,17 +64,13 @@ def run(clients: int, rounds: int, model: str, epochs: int, use_anvil: bool,
     os.environ.setdefault("RAY_TMPDIR", "/tmp/coopflower-ray")
     tmp = Path(tempfile.mkdtemp(prefix="coop-bench-"))
     os.environ["COOPFLOWER_HOME"] = str(tmp / "home")
-    from flwr.app import ConfigRecord, Context
+    from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
 
     from coopflower.app.client_app import app as client_app
-    from coopflower.app.server_app import initial_arrays
     from coopflower.ledger import CoopLedger, connect
-    from coopflower.storage import open_store
-    from coopflower.strategy.baseline import FedAvgBaseline
-    from coopflower.strategy.chainlog import ChainRoundLogger
-    from coopflower.strategy.coordinated import CoordinatedStrategy, TaskConfig
+    from coopflower.simulate import run_fedavg_then_coordinated
 
     figures: dict[str, Any] = {}
     with _backends(use_anvil, use_ipfs, tmp / "store") as be:
@@ -82,26 +78,11 @@ def run(clients: int, rounds: int, model: str, epochs: int, use_anvil: bool,
 
         @server.main()
         def main(grid: Grid, context: Context) -> None:
-            train_cfg = {"epochs": epochs, "lr": 0.05, "batch-size": 32, "seed": 0,
-                         "store": be["store"]}
-            chain = connect(be["chain"], private_key=be["key"])
-            ledger = CoopLedger.deploy(chain)
-            store = open_store(be["store"])
-            fed = FedAvgBaseline(round_logger=ChainRoundLogger(ledger, store),
-                                 min_available_nodes=clients, min_train_nodes=clients,
-                                 min_evaluate_nodes=clients)
-            print(f"FedAvg: {rounds} rounds on {clients} clients", file=sys.stderr, flush=True)
-            tx0 = chain.tx_count
-            fed.start(grid=grid, initial_arrays=initial_arrays(model), num_rounds=rounds,
-                      train_config=ConfigRecord(dict(train_cfg)))
-            fed_tx = (chain.tx_count - tx0) / rounds
-            coop = CoordinatedStrategy(
-                task=TaskConfig(k=3, quorum=2, min_accuracy_bps=3000), ledger=ledger,
-                store=be["store"], min_available_nodes=clients, min_train_nodes=clients)
-            print(f"Coordinated: {rounds} rounds on {clients} clients", file=sys.stderr,
-                  flush=True)
-            coop.start(grid=grid, initial_arrays=initial_arrays(model), num_rounds=rounds,
-                       train_config=ConfigRecord(dict(train_cfg)))
+            ledger = CoopLedger.deploy(connect(be["chain"], private_key=be["key"]))
+            both = run_fedavg_then_coordinated(grid, ledger, be["store"], nodes=clients,
+                                               rounds=rounds, model=model, epochs=epochs)
+            fed, coop = both.fedavg, both.coop
+            fed_tx = both.fedavg_tx / rounds
             later = list(range(2, rounds + 1)) or [1]
             f_wall = [fed.round_seconds[r] for r in later]
             f_comp = [fed.compute_seconds[r] for r in later]

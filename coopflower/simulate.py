@@ -12,13 +12,82 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["SimulationSummary", "run_simulate"]
+if TYPE_CHECKING:
+    from flwr.app import ArrayRecord, MetricRecord
+    from flwr.serverapp import Grid
+    from flwr.serverapp.strategy import Result
+
+    from coopflower.ledger import CoopLedger
+    from coopflower.strategy import CoordinatedStrategy, FedAvgBaseline
+
+__all__ = ["SideBySide", "SimulationSummary", "run_fedavg_then_coordinated", "run_simulate"]
+
+
+@dataclass
+class SideBySide:
+    """Both strategies after :func:`run_fedavg_then_coordinated`, with their results and the
+    transactions FedAvg's chain log sent."""
+
+    fedavg: FedAvgBaseline
+    fedavg_result: Result
+    fedavg_tx: int
+    coop: CoordinatedStrategy
+    coop_result: Result
+
+
+def run_fedavg_then_coordinated(
+    grid: Grid, ledger: CoopLedger, store_spec: str, *, nodes: int, rounds: int, model: str,
+    epochs: int, evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+) -> SideBySide:
+    """Run Flower's FedAvg (logging each round to ``ledger``) and then the coordinated strategy
+    on the same nodes, data, model, local epochs and contract: the like-for-like comparison
+    that ``coopflower simulate`` and ``bench/round_overhead.py`` both report on.
+
+    Args:
+        grid: the ServerApp's grid. ledger: the bound contract both strategies use.
+        store_spec: the storage both use. nodes: how many nodes each round waits for.
+        rounds, model, epochs: rounds of each strategy, the paper CNN, local epochs.
+        evaluate_fn: central evaluation after each round (``None``: none).
+
+    Returns:
+        The strategies and their results.
+    """
+    from flwr.app import ConfigRecord
+
+    from coopflower.app.server_app import initial_arrays
+    from coopflower.storage import open_store
+    from coopflower.strategy import (
+        ChainRoundLogger,
+        CoordinatedStrategy,
+        FedAvgBaseline,
+        TaskConfig,
+    )
+
+    train_cfg: dict[str, Any] = {"epochs": epochs, "lr": 0.05, "batch-size": 32, "seed": 0,
+                                 "store": store_spec}
+    fedavg = FedAvgBaseline(round_logger=ChainRoundLogger(ledger, open_store(store_spec)),
+                            min_available_nodes=nodes, min_train_nodes=nodes,
+                            min_evaluate_nodes=nodes)
+    print(f"FedAvg: {rounds} rounds on {nodes} nodes", file=sys.stderr, flush=True)
+    tx0 = ledger.chain.tx_count
+    fed_result = fedavg.start(grid=grid, initial_arrays=initial_arrays(model), num_rounds=rounds,
+                              train_config=ConfigRecord(dict(train_cfg)), evaluate_fn=evaluate_fn)
+    fedavg_tx = ledger.chain.tx_count - tx0
+    coop = CoordinatedStrategy(task=TaskConfig(k=3, quorum=2, min_accuracy_bps=3000),
+                               ledger=ledger, store=store_spec,
+                               min_available_nodes=nodes, min_train_nodes=nodes)
+    print(f"Coordinated: {rounds} rounds on {nodes} nodes", file=sys.stderr, flush=True)
+    coop_result = coop.start(grid=grid, initial_arrays=initial_arrays(model), num_rounds=rounds,
+                             train_config=ConfigRecord(dict(train_cfg)), evaluate_fn=evaluate_fn)
+    return SideBySide(fedavg, fed_result, fedavg_tx, coop, coop_result)
 
 
 @dataclass
@@ -66,17 +135,13 @@ def run_simulate(nodes: int = 10, rounds: int = 3, model: str = "table4", epochs
     os.environ.setdefault("COOPFLOWER_HOME", str(tmp / "home"))
     store_spec = store or str(tmp / "store")
 
-    from flwr.app import ConfigRecord, Context
-    from flwr.serverapp import Grid, ServerApp
+    from flwr.app import Context
+    from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
     from coopflower.app.client_app import app as client_app
-    from coopflower.app.server_app import central_evaluator, initial_arrays
+    from coopflower.app.server_app import central_evaluator
     from coopflower.ledger import CoopLedger, connect
-    from coopflower.storage import open_store
-    from coopflower.strategy.baseline import FedAvgBaseline
-    from coopflower.strategy.chainlog import ChainRoundLogger
-    from coopflower.strategy.coordinated import CoordinatedStrategy, TaskConfig
 
     summary = SimulationSummary(nodes=nodes, rounds=rounds, model=model)
     server = ServerApp()
@@ -85,26 +150,14 @@ def run_simulate(nodes: int = 10, rounds: int = 3, model: str = "table4", epochs
     def main(grid: Grid, context: Context) -> None:
         ledger = CoopLedger.deploy(connect(chain, private_key=chain_key))
         summary.contract = ledger.address
-        train_cfg: dict[str, Any] = {"epochs": epochs, "lr": 0.05, "batch-size": 32, "seed": 0,
-                     "store": store_spec}
-        evaluate = central_evaluator(model)
-        fedavg = FedAvgBaseline(round_logger=ChainRoundLogger(ledger, open_store(store_spec)),
-                                min_available_nodes=nodes, min_train_nodes=nodes,
-                                min_evaluate_nodes=nodes)
-        tx0 = ledger.chain.tx_count
-        fed_result = fedavg.start(grid=grid, initial_arrays=initial_arrays(model),
-                                  num_rounds=rounds, train_config=ConfigRecord(dict(train_cfg)),
-                                  evaluate_fn=evaluate)
-        summary.fedavg_tx = ledger.chain.tx_count - tx0
-        summary.fedavg_accuracy = _accuracies(fed_result)
+        both = run_fedavg_then_coordinated(grid, ledger, store_spec, nodes=nodes, rounds=rounds,
+                                           model=model, epochs=epochs,
+                                           evaluate_fn=central_evaluator(model))
+        fedavg, coop = both.fedavg, both.coop
+        summary.fedavg_tx = both.fedavg_tx
+        summary.fedavg_accuracy = _accuracies(both.fedavg_result)
         summary.fedavg_bytes_per_round = [fedavg.meter.total(r) for r in range(1, rounds + 1)]
-        coop = CoordinatedStrategy(task=TaskConfig(k=3, quorum=2, min_accuracy_bps=3000),
-                                   ledger=ledger, store=store_spec,
-                                   min_available_nodes=nodes, min_train_nodes=nodes)
-        coop_result = coop.start(grid=grid, initial_arrays=initial_arrays(model),
-                                 num_rounds=rounds, train_config=ConfigRecord(dict(train_cfg)),
-                                 evaluate_fn=evaluate)
-        summary.coop_accuracy = _accuracies(coop_result)
+        summary.coop_accuracy = _accuracies(both.coop_result)
         summary.coop_tx_per_round = [r.tx for r in coop.reports]
         summary.coop_bytes_per_round = [r.bytes for r in coop.reports]
         summary.coop_accepted_per_round = [r.accepted for r in coop.reports]
