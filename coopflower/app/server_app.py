@@ -16,9 +16,10 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result, Strategy
 
 from coopflower.app.settings import AppSettings
+from coopflower.strategy.coordinated import CoordinatedStrategy
 
-__all__ = ["app", "central_evaluator", "initial_arrays", "run_server", "make_server_app",
-           "write_report"]
+__all__ = ["app", "central_evaluator", "held_out_parts", "initial_arrays", "run_server",
+           "make_server_app", "write_report"]
 
 
 def initial_arrays(model_name: str, seed: int = 0) -> ArrayRecord:
@@ -32,20 +33,53 @@ def initial_arrays(model_name: str, seed: int = 0) -> ArrayRecord:
     return ArrayRecord({k: Array(v.numpy()) for k, v in model.state_dict().items()})
 
 
-def central_evaluator(model_name: str) -> Callable[[int, ArrayRecord], MetricRecord | None]:
-    """Central evaluation on the held-out test digits (disjoint from every node's data)."""
+def held_out_parts(labels: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
+    """The held-out test part split into two disjoint stratified halves.
+
+    Args:
+        labels: every MNIST sample's label.
+        seed: the split's seed.
+
+    Returns:
+        ``{"fusion": initiator's fusion digits, "eval": central evaluation digits}`` (indices).
+    """
+    from coopflower.client.data import test_indices
+    from coopflower.data.partition import stratified_split
+
+    test = test_indices(labels)
+    parts = stratified_split(labels[test], {"fusion": test.size // 2,
+                                            "eval": test.size - test.size // 2}, seed=seed)
+    return {name: test[idx] for name, idx in parts.items()}
+
+
+def central_evaluator(
+    model_name: str, indices: np.ndarray | None = None
+) -> Callable[[int, ArrayRecord], MetricRecord | None]:
+    """Central evaluation on held-out test digits (disjoint from every node's data).
+
+    Args:
+        model_name: the global architecture (plain arrays).
+        indices: the digits to evaluate on; ``None``: the whole held-out test part.
+
+    A MetaModel (fusion aggregation) is evaluated as the MetaModel its arrays encode.
+    """
     from coopflower.client.data import test_indices
     from coopflower.data.mnist import load_mnist
+    from coopflower.fusion.serialize import arrays_to_metamodel, is_metamodel_arrays
     from coopflower.models import build_model
     from coopflower.training import evaluate_model, set_weights
 
     data = load_mnist()
-    idx = test_indices(data.labels)
+    idx = test_indices(data.labels) if indices is None else indices
     x, y = data.images[idx], data.labels[idx]
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        model = build_model(model_name)
-        set_weights(model, {k: np.asarray(a.numpy()) for k, a in arrays.items()})
+        plain = {k: np.asarray(a.numpy()) for k, a in arrays.items()}
+        if is_metamodel_arrays(plain):
+            model: Any = arrays_to_metamodel(plain)
+        else:
+            model = build_model(model_name)
+            set_weights(model, plain)
         res = evaluate_model(model, x, y)
         return MetricRecord({"accuracy": res.accuracy, "loss": res.loss,
                              "num-examples": res.num_examples})
@@ -62,6 +96,20 @@ def run_server(grid: Grid, settings: AppSettings) -> tuple[Strategy, Result]:
     from coopflower.app.wiring import build_strategy
 
     strategy = build_strategy(settings)
+    eval_idx = None
+    if settings.aggregation in ("I", "II") and isinstance(strategy, CoordinatedStrategy):
+        from coopflower.data.mnist import load_mnist
+        from coopflower.fusion.aggregate import make_fusion_aggregate
+        from coopflower.fusion.train import FusionConfig
+
+        data = load_mnist()
+        parts = held_out_parts(data.labels, settings.seed)
+        eval_idx = parts["eval"]
+        fusion = FusionConfig(epochs_stage1=settings.fusion_epochs,
+                              epochs_stage2=settings.fusion_epochs, seed=settings.seed)
+        strategy.aggregate_fn = make_fusion_aggregate(
+            data.images[parts["fusion"]], data.labels[parts["fusion"]],
+            "I" if settings.aggregation == "I" else "II", fusion)
     train_config = ConfigRecord({
         "epochs": settings.epochs,
         "lr": settings.lr,
@@ -76,7 +124,8 @@ def run_server(grid: Grid, settings: AppSettings) -> tuple[Strategy, Result]:
         num_rounds=settings.num_rounds,
         timeout=settings.timeout,
         train_config=train_config,
-        evaluate_fn=central_evaluator(settings.model) if settings.central_eval else None,
+        evaluate_fn=(central_evaluator(settings.model, eval_idx) if settings.central_eval
+                     else None),
     )
     if settings.report_file:
         write_report(settings.report_file, strategy, result)
@@ -86,8 +135,6 @@ def run_server(grid: Grid, settings: AppSettings) -> tuple[Strategy, Result]:
 def write_report(path: str, strategy: Strategy, result: Result) -> None:
     """Write a JSON report of a run: contract, task, and per round its phases, timings,
     transactions, bytes, accepted models and failures, plus central accuracy."""
-    from coopflower.strategy.coordinated import CoordinatedStrategy
-
     doc: dict[str, Any] = {"strategy": type(strategy).__name__, "central": {
         str(r): dict(m) for r, m in result.evaluate_metrics_serverapp.items()}}
     if isinstance(strategy, CoordinatedStrategy):

@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["AppSettings", "SettingsError"]
+__all__ = ["AGGREGATIONS", "AppSettings", "SettingsError"]
+
+AGGREGATIONS = ("average", "I", "II")
 
 
 class SettingsError(ValueError):
@@ -25,7 +27,19 @@ class AppSettings:
     ``min-accuracy-bps`` the task's acceptance criterion; ``log-fedavg`` whether the baseline
     logs its rounds on chain; ``report-file`` a path where the ServerApp writes a JSON report
     (contract, task, per-round phases and timings) when the run ends; ``encryption``
-    ``elementwise`` for IVHE-encrypted models evaluated in cipherspace (empty: plaintext).
+    ``elementwise`` for IVHE-encrypted models evaluated in cipherspace (empty: plaintext);
+    ``aggregation`` the coordinated strategy's aggregation step: ``average`` (weighted averaging,
+    homogeneous models), ``I`` or ``II`` (MetaModel fusion, Strategy I or gradual fusion II);
+    ``fusion-epochs`` the fusion network's epochs per stage (``FusionConfig.epochs_stage1`` and
+    ``epochs_stage2``).
+
+    Data with ``aggregation`` I or II: the held-out test part (``coopflower.client.data.
+    test_indices``, 20% of MNIST, seed 0) is split by ``coopflower.data.partition.
+    stratified_split`` (seed ``seed``) into two disjoint halves: ``fusion`` (the initiator's own
+    digits that train the fusion network) and ``eval`` (central evaluation). With ``average``
+    central evaluation uses the whole test part, as before. Both halves are disjoint from the
+    nodes' partitions only while the nodes keep the default node config ``test-fraction`` 0.2 and
+    ``seed`` 0 (nodes cut their pool with their own node config; the server cannot check it).
     """
 
     num_rounds: int = 3
@@ -48,6 +62,8 @@ class AppSettings:
     seed: int = 0
     report_file: str = ""
     encryption: str = ""
+    aggregation: str = "average"
+    fusion_epochs: int = 20
 
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> AppSettings:
@@ -75,6 +91,11 @@ class AppSettings:
             raise SettingsError(f"bad sizes in {s}")
         if s.encryption not in ("", "elementwise"):
             raise SettingsError(f"encryption must be '' or 'elementwise', got {s.encryption!r}")
+        if s.aggregation not in AGGREGATIONS:
+            raise SettingsError(f"aggregation must be one of {AGGREGATIONS}, got "
+                                f"{s.aggregation!r}")
+        if s.fusion_epochs < 1:
+            raise SettingsError(f"fusion-epochs must be >= 1, got {s.fusion_epochs}")
         if not 0 <= s.min_accuracy_bps <= 10000:
             raise SettingsError("min-accuracy-bps must be in [0, 10000]")
         return s
