@@ -24,7 +24,14 @@ from coopflower.ledger import (
     sign_vote,
     tally,
 )
-from coopflower.ledger.eip712 import compact_signature
+from coopflower.ledger.eip712 import (
+    compact_signature,
+    registration_typed_data,
+    signable,
+    submission_typed_data,
+    typed_data_digest,
+    vote_typed_data,
+)
 from coopflower.ledger.rules import PenaltyReason, assign_verifier_indices
 
 DOMAIN = Eip712Domain(1337, "0x" + "ab" * 20)
@@ -77,6 +84,54 @@ def test_bad_inputs_raise_signature_error() -> None:
         compact_signature(sig[:64] + b"\x05")
     with pytest.raises(SignatureError, match="uint16"):
         sign_vote(KEY, DOMAIN, 1, 1, 0, HASH, True, 70000)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    key=st.binary(min_size=32, max_size=32).filter(
+        lambda k: 0 < int.from_bytes(k, "big") < 2**256 - 2**129),
+    chain_id=st.integers(1, 2**64),
+    task=st.integers(0, 2**256 - 1),
+    rnd=st.integers(0, 2**32 - 1),
+    cid=st.binary(min_size=1, max_size=64),
+    digest=st.binary(min_size=32, max_size=32),
+    accept=st.booleans(),
+    score=st.integers(0, 2**16 - 1),
+    deposit=st.integers(0, 2**128 - 1),
+)
+def test_own_digest_and_signature_equal_eth_accounts(
+    key: bytes, chain_id: int, task: int, rnd: int, cid: bytes, digest: bytes, accept: bool,
+    score: int, deposit: int,
+) -> None:
+    """The fast EIP-712 path (own struct hashing, libsecp256k1) gives eth_account's exact
+    digest and signature bytes for every message type, and recovers the same signer."""
+    acct = Account.from_key(key)
+    domain = Eip712Domain(chain_id, "0x" + digest[:20].hex())
+    messages = [
+        (registration_typed_data(domain, task, acct.address, deposit),
+         sign_registration(key, domain, task, deposit).signature),
+        (submission_typed_data(domain, task, rnd, acct.address, cid, digest),
+         sign_submission(key, domain, task, rnd, cid, digest).signature),
+        (vote_typed_data(domain, task, rnd, rnd, digest, acct.address, accept, score),
+         sign_vote(key, domain, task, rnd, rnd, digest, accept, score).signature),
+    ]
+    for message, ours in messages:
+        ref = acct.sign_message(signable(message))
+        assert typed_data_digest(message) == bytes(ref.message_hash)
+        assert ours == bytes(ref.signature)
+        assert Account.recover_message(signable(message), signature=ours) == acct.address
+
+
+def test_digest_rejects_values_outside_their_type() -> None:
+    msg = vote_typed_data(DOMAIN, 1, 1, 1, HASH, ADDR, True, 1)
+    msg["message"]["round"] = 2**32
+    with pytest.raises(SignatureError, match="uint32"):
+        typed_data_digest(msg)
+    msg["types"]["Vote"] = [{"name": "round", "type": "int8"}]
+    with pytest.raises(SignatureError, match="int8"):
+        typed_data_digest(msg)
+    with pytest.raises(SignatureError, match="32 bytes"):
+        sign_vote(b"\x01" * 31, DOMAIN, 1, 1, 1, HASH, True)
 
 
 def test_compact_signature_is_eip2098() -> None:

@@ -31,9 +31,9 @@ class NodeKey:
 
 
 def _address_of(private_key: bytes) -> str:
-    from eth_account import Account
+    from coopflower.ledger.eip712 import address_of
 
-    return str(Account.from_key(private_key).address)
+    return address_of(private_key)
 
 
 def load_or_create_key(path: str | os.PathLike[str]) -> NodeKey:
@@ -56,7 +56,7 @@ def load_or_create_key(path: str | os.PathLike[str]) -> NodeKey:
             raise KeyFileError(f"key file {p}: private key must be 32 bytes, got {len(key)}")
         try:
             address = _address_of(key)
-        except Exception as exc:  # eth_keys rejects 0 and keys >= the curve order
+        except Exception as exc:  # libsecp256k1 rejects 0 and keys >= the curve order
             raise KeyFileError(f"key file {p}: not a valid secp256k1 key ({exc})") from None
         if "address" in doc and str(doc["address"]).lower() != address.lower():
             raise KeyFileError(f"key file {p}: address {doc['address']} does not match the key")

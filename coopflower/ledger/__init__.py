@@ -40,44 +40,93 @@ Nodes: :func:`coopflower.ledger.nodes.anvil` and :func:`coopflower.ledger.nodes.
 real chains on loopback. See docs/ledger.md for the contract's rules and gas figures.
 """
 
-from .backend import Chain, connect
-from .contract import (
-    Assignment,
-    CoopLedger,
-    Event,
-    ParticipantInfo,
-    RoundInfo,
-    RoundRecord,
-    Settlement,
-    SubmissionInfo,
-    TaskInfo,
-    TaskParams,
-    TxResult,
-)
-from .eip712 import (
-    Eip712Domain,
-    SignedRegistration,
-    SignedSubmission,
-    SignedVote,
-    content_hash,
-    model_digest,
-    recover_registration,
-    recover_submission,
-    recover_vote,
-    sign_registration,
-    sign_submission,
-    sign_vote,
-)
-from .errors import (
-    ContractRevertError,
-    LedgerError,
-    NodeStartError,
-    NodeToolMissing,
-    RandomnessTimeout,
-    SignatureError,
-    TransactionError,
-)
-from .rules import Status, assign_verifiers, round_seed, settle_submission, tally
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .backend import Chain, connect
+    from .contract import (
+        Assignment,
+        CoopLedger,
+        Event,
+        ParticipantInfo,
+        RoundInfo,
+        RoundRecord,
+        Settlement,
+        SubmissionInfo,
+        TaskInfo,
+        TaskParams,
+        TxResult,
+    )
+    from .eip712 import (
+        Eip712Domain,
+        SignedRegistration,
+        SignedSubmission,
+        SignedVote,
+        content_hash,
+        model_digest,
+        recover_registration,
+        recover_submission,
+        recover_vote,
+        sign_registration,
+        sign_submission,
+        sign_vote,
+    )
+    from .errors import (
+        ContractRevertError,
+        LedgerError,
+        NodeStartError,
+        NodeToolMissing,
+        RandomnessTimeout,
+        SignatureError,
+        TransactionError,
+    )
+    from .rules import Status, assign_verifiers, round_seed, settle_submission, tally
+
+# Imported on first use (PEP 562), so that a node that only signs (``coopflower.ledger.eip712``)
+# does not pay for web3 and the contract binding: a deployed ClientApp starts a fresh process
+# for every message.
+_LAZY: dict[str, str] = {
+    "Chain": "backend",
+    "connect": "backend",
+    "Assignment": "contract",
+    "CoopLedger": "contract",
+    "Event": "contract",
+    "ParticipantInfo": "contract",
+    "RoundInfo": "contract",
+    "RoundRecord": "contract",
+    "Settlement": "contract",
+    "SubmissionInfo": "contract",
+    "TaskInfo": "contract",
+    "TaskParams": "contract",
+    "TxResult": "contract",
+    "Eip712Domain": "eip712",
+    "SignedRegistration": "eip712",
+    "SignedSubmission": "eip712",
+    "SignedVote": "eip712",
+    "content_hash": "eip712",
+    "model_digest": "eip712",
+    "recover_registration": "eip712",
+    "recover_submission": "eip712",
+    "recover_vote": "eip712",
+    "sign_registration": "eip712",
+    "sign_submission": "eip712",
+    "sign_vote": "eip712",
+    "ContractRevertError": "errors",
+    "LedgerError": "errors",
+    "NodeStartError": "errors",
+    "NodeToolMissing": "errors",
+    "RandomnessTimeout": "errors",
+    "SignatureError": "errors",
+    "TransactionError": "errors",
+    "Status": "rules",
+    "assign_verifiers": "rules",
+    "round_seed": "rules",
+    "settle_submission": "rules",
+    "tally": "rules",
+}
 
 __all__ = [
     "Assignment",
@@ -118,3 +167,12 @@ __all__ = [
     "sign_vote",
     "tally",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

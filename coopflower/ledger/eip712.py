@@ -1,8 +1,11 @@
 """EIP-712 typed data of the contract: registration consent, submission, vote (pure logic).
 
-A node signs with its own key (``eth_account``); the initiator relays the signed item; the
-contract recomputes the same digest and checks the signer with ``ecrecover``. These builders
-produce exactly the struct hashes ``contracts/CoopLedger.sol`` computes.
+A node signs with its own key; the initiator relays the signed item; the contract recomputes
+the same digest and checks the signer with ``ecrecover``. These builders produce exactly the
+struct hashes ``contracts/CoopLedger.sol`` computes. The digest is hashed here directly for the
+contract's few fixed types and signed with libsecp256k1 (``coincurve``): about ten times faster
+than ``eth_account``'s generic typed-data encoder, which a round calls for every vote and
+submission; the tests check both give the same digests and signatures.
 
 Example::
 
@@ -13,15 +16,18 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from eth_account import Account
-from eth_account.messages import SignableMessage, encode_typed_data
+import coincurve
 from eth_hash.auto import keccak
 from eth_utils import to_checksum_address
 
 from .errors import SignatureError
+
+if TYPE_CHECKING:
+    from eth_account.messages import SignableMessage
 
 NAME = "CoopLedger"
 VERSION = "1"
@@ -217,9 +223,9 @@ def sign_registration(
         task_id: task to join. deposit: wei the relayer pays as this node's deposit.
     Returns: the signed consent.
     """
-    acct = Account.from_key(key)
-    msg = registration_typed_data(domain, task_id, acct.address, deposit)
-    return SignedRegistration(task_id, acct.address, deposit, _sign(acct, msg))
+    secret, address = _signer(key)
+    msg = registration_typed_data(domain, task_id, address, deposit)
+    return SignedRegistration(task_id, address, deposit, _sign(secret, msg))
 
 
 def sign_submission(
@@ -234,10 +240,10 @@ def sign_submission(
 
     Returns: the signed submission (``contributor`` is the key's address).
     """
-    acct = Account.from_key(key)
-    msg = submission_typed_data(domain, task_id, round, acct.address, cid, content_hash)
+    secret, address = _signer(key)
+    msg = submission_typed_data(domain, task_id, round, address, cid, content_hash)
     return SignedSubmission(
-        task_id, round, acct.address, bytes(cid), bytes(content_hash), _sign(acct, msg)
+        task_id, round, address, bytes(cid), bytes(content_hash), _sign(secret, msg)
     )
 
 
@@ -259,19 +265,19 @@ def sign_vote(
         score_bps: the measured accuracy in basis points (informative).
     Returns: the signed vote.
     """
-    acct = Account.from_key(key)
+    secret, address = _signer(key)
     msg = vote_typed_data(
-        domain, task_id, round, submission, model_digest, acct.address, accept, score_bps
+        domain, task_id, round, submission, model_digest, address, accept, score_bps
     )
     return SignedVote(
         task_id,
         round,
         submission,
         bytes(model_digest),
-        acct.address,
+        address,
         bool(accept),
         score_bps,
-        _sign(acct, msg),
+        _sign(secret, msg),
     )
 
 
@@ -332,8 +338,26 @@ def compact_signature(signature: bytes) -> tuple[bytes, bytes]:
 
 
 def signable(message: dict[str, Any]) -> SignableMessage:
-    """Returns: the EIP-712 signable form of a full typed-data message."""
+    """Returns: the EIP-712 signable form of a full typed-data message (``eth_account``'s
+    encoder, for wallets and tools that take it; :func:`typed_data_digest` is the same hash)."""
+    from eth_account.messages import encode_typed_data
+
     return encode_typed_data(full_message=message)
+
+
+def typed_data_digest(message: dict[str, Any]) -> bytes:
+    """The EIP-712 digest ``keccak256(0x1901 || domainSeparator || hashStruct(message))`` of a
+    full typed-data message whose types are flat structs of atomic fields (``uintN``,
+    ``address``, ``bool``, ``bytes32``, ``bytes``, ``string``), as all the contract's are.
+
+    Returns: 32 bytes.
+    Raises: SignatureError for a field type outside that set or a value that does not fit.
+    """
+    types = message["types"]
+    domain = _hash_struct("EIP712Domain", types["EIP712Domain"], message["domain"])
+    struct = _hash_struct(message["primaryType"], types[message["primaryType"]],
+                          message["message"])
+    return bytes(keccak(b"\x19\x01" + domain + struct))
 
 
 def _full(
@@ -347,16 +371,78 @@ def _full(
     }
 
 
-def _sign(acct: Any, message: dict[str, Any]) -> bytes:
-    return bytes(acct.sign_message(signable(message)).signature)
+def _hash_struct(name: str, fields: list[dict[str, str]], values: dict[str, Any]) -> bytes:
+    encoded = [_type_hash(name, tuple((f["name"], f["type"]) for f in fields))]
+    encoded += [_encode_field(f["type"], values[f["name"]]) for f in fields]
+    return bytes(keccak(b"".join(encoded)))
+
+
+@functools.lru_cache(maxsize=16)
+def _type_hash(name: str, fields: tuple[tuple[str, str], ...]) -> bytes:
+    return bytes(keccak(f"{name}({','.join(f'{t} {n}' for n, t in fields)})".encode()))
+
+
+def _encode_field(kind: str, value: Any) -> bytes:
+    if kind == "bytes":
+        return bytes(keccak(bytes(value)))
+    if kind == "string":
+        return bytes(keccak(str(value).encode()))
+    if kind == "bytes32":
+        _check_b32(value, "bytes32 field")
+        return bytes(value)
+    if kind == "address":
+        return bytes(12) + bytes.fromhex(to_checksum_address(value)[2:])
+    if kind == "bool":
+        return int(bool(value)).to_bytes(32, "big")
+    if kind.startswith("uint") and kind[4:].isdigit():
+        number = int(value)
+        if not 0 <= number < 2 ** int(kind[4:]):
+            raise SignatureError(f"{number} does not fit {kind}")
+        return number.to_bytes(32, "big")
+    raise SignatureError(f"unsupported EIP-712 field type {kind!r}")
+
+
+def address_of(private_key: bytes | str) -> str:
+    """Returns: the checksummed Ethereum address of a 32-byte secp256k1 private key.
+
+    Raises: SignatureError for a key of the wrong length, zero, or not below the curve order.
+    """
+    return _signer(private_key)[1]
+
+
+def _signer(key: bytes | str) -> tuple[coincurve.PrivateKey, str]:
+    """The secp256k1 key and its checksummed Ethereum address."""
+    raw = bytes.fromhex(key[2:] if key.startswith("0x") else key) if isinstance(key, str) \
+        else bytes(key)
+    if len(raw) != 32:
+        raise SignatureError(f"a private key is 32 bytes, got {len(raw)}")
+    try:
+        secret = coincurve.PrivateKey(raw)
+    except ValueError as exc:
+        raise SignatureError(f"invalid private key: {exc}") from None
+    return secret, _address(secret.public_key.format(compressed=False))
+
+
+def _address(public_key: bytes) -> str:
+    return to_checksum_address(bytes(keccak(public_key[1:]))[-20:])
+
+
+def _sign(secret: coincurve.PrivateKey, message: dict[str, Any]) -> bytes:
+    """A 65-byte (r, s, v) signature, v in {27, 28}, low s (libsecp256k1 always gives it)."""
+    sig = secret.sign_recoverable(typed_data_digest(message), hasher=None)
+    return sig[:64] + bytes([sig[64] + 27])
 
 
 def _recover(message: dict[str, Any], signature: bytes) -> str:
     compact_signature(signature)  # shape checks with our own error
+    sig = bytes(signature)
+    v = sig[64] - 27 if sig[64] >= 27 else sig[64]
     try:
-        return str(Account.recover_message(signable(message), signature=bytes(signature)))
-    except Exception as exc:  # eth_keys raises several types for bad points
+        public = coincurve.PublicKey.from_signature_and_message(
+            sig[:64] + bytes([v]), typed_data_digest(message), hasher=None)
+    except Exception as exc:  # libsecp256k1 rejects r or s out of range, points off the curve
         raise SignatureError(f"cannot recover signer: {exc}") from exc
+    return _address(public.format(compressed=False))
 
 
 def _check_cid(cid: bytes) -> None:
