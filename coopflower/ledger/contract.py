@@ -236,6 +236,7 @@ class CoopLedger:
                 sel = bytes(keccak(f"{e['name']}({','.join(types)})".encode()))[:4]
                 self._errors[sel] = (e["name"], types, [i["name"] for i in e["inputs"]])
         self.domain = Eip712Domain(chain.chain_id, self.address)
+        self._params: dict[int, TaskParams] = {}
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -332,18 +333,21 @@ class CoopLedger:
         Returns: the round seed, computed off chain from the block hash exactly as on chain.
         Raises: RandomnessTimeout, LedgerError when the round is not closed.
         """
+        return self._randomness(task_id, round, timeout)[0]
+
+    def _randomness(self, task_id: int, round: int, timeout: float) -> tuple[bytes, RoundInfo]:
         info = self.round(task_id, round)
         if info.state < ROUND_VOTING:
             raise LedgerError(f"round {round} of task {task_id} is not closed")
         if info.seed != bytes(32):
-            return info.seed
+            return info.seed, info
         try:
             # one block more: eth_call / estimateGas at "latest" run with block.number = latest,
             # and blockhash(n) is only visible from block n + 1 on
             self.chain.wait_for_block(info.rand_block + 1, timeout)
         except TransactionError as exc:
             raise RandomnessTimeout(str(exc)) from exc
-        return round_seed(self.chain.block_hash(info.rand_block), task_id, round)
+        return round_seed(self.chain.block_hash(info.rand_block), task_id, round), info
 
     def fix_randomness(self, task_id: int, round: int) -> TxResult:
         """Store the seed on chain now (optional: votes and settlement do it too)."""
@@ -352,14 +356,11 @@ class CoopLedger:
     def assignments(self, task_id: int, round: int, timeout: float = 120.0) -> Assignment:
         """The verifiers of every submission of a closed round, computed off chain from the
         seed (waiting for the randomness block first), identical to the contract's check."""
-        seed = self.wait_for_randomness(task_id, round, timeout)
-        info = self.round(task_id, round)
-        task = self.task(task_id)
+        seed, info = self._randomness(task_id, round, timeout)
+        k = self.task_params(task_id).k
         pool = self.participants(task_id)[: info.n_participants]
         verifiers = {
-            sub.submission: assign_verifiers(
-                seed, sub.submission, pool, task.params.k, sub.contributor
-            )
+            sub.submission: assign_verifiers(seed, sub.submission, pool, k, sub.contributor)
             for sub in self.submissions(task_id, round)
         }
         return Assignment(task_id, round, seed, info.rand_block, verifiers)
@@ -428,6 +429,13 @@ class CoopLedger:
             int(escrow),
             TaskParams(bytes(p[0]), *p[1:]),
         )
+
+    def task_params(self, task_id: int) -> TaskParams:
+        """Returns: the task's parameters (fixed when it is published, so read once)."""
+        params = self._params.get(task_id)
+        if params is None:
+            params = self._params[task_id] = self.task(task_id).params
+        return params
 
     def round(self, task_id: int, round: int) -> RoundInfo:
         """Returns: the round (state 0 when it does not exist)."""
