@@ -96,7 +96,7 @@ def judge_model(
     """
     from coopflower.blob import BlobError, blob_to_state_dict, unpack_arrays
     from coopflower.ledger.eip712 import content_hash
-    from coopflower.models import MODEL_NAMES, build_model
+    from coopflower.models import MODEL_NAMES
     from coopflower.storage.errors import StorageError
     from coopflower.training import evaluate_model
 
@@ -116,8 +116,8 @@ def judge_model(
         name = meta.get("model", "")
         if name not in MODEL_NAMES:
             return no(f"unknown model architecture {name!r}", len(blob))
-        model = build_model(name)
-        model.load_state_dict(blob_to_state_dict(blob, model))
+        model = _scratch_model(name)
+        model.load_state_dict(blob_to_state_dict(blob, model))  # strict: every tensor replaced
         classes = [int(c) for c in meta["classes"].split(",")] if meta.get("classes") else None
     except (BlobError, ValueError, KeyError) as exc:
         return no(f"malformed model blob: {exc}", len(blob))
@@ -128,6 +128,15 @@ def judge_model(
     ok = bps >= min_accuracy_bps
     reason = "" if ok else f"accuracy {bps} bps below {min_accuracy_bps}"
     return Verdict(ok, bps, reason, len(blob), res.num_examples, res.seconds)
+
+
+@functools.lru_cache(maxsize=8)
+def _scratch_model(name: str) -> Any:
+    """One module per architecture and process, reloaded for each model judged (building a
+    fresh one initialises weights that the blob overwrites at once)."""
+    from coopflower.models import build_model
+
+    return build_model(name)
 
 
 def _ivhe_format() -> str:
