@@ -13,9 +13,12 @@ storage, signing and checking signatures, relaying messages, waiting.
 Prints one line per phase per round, then one JSON object with ``fedavg_round_s``,
 ``coop_round_s`` (means over rounds 2..n: round 1 pays for cold workers),
 ``coordination_fraction`` (coordinated round: wall time outside local compute, over wall
-time), ``fedavg_overhead_fraction`` (the same for FedAvg), ``bytes_per_round_fedavg``,
-``bytes_per_round_coop`` (messages plus storage), ``tx_per_round``, per-phase seconds, and
-``coordination_s`` (the absolute seconds outside compute; other load on the machine inflates
+time; a round's wall time runs from its first step to its last on the strategy's critical
+path, so chain steps pipelined behind the next round's training count only as far as the next
+round waits for them), ``fedavg_overhead_fraction`` (the same for FedAvg),
+``bytes_per_round_fedavg``, ``bytes_per_round_coop`` (messages plus storage),
+``tx_per_round``, per-phase seconds, ``coordination_breakdown_s``, and ``coordination_s``
+(the absolute seconds outside compute; other load on the machine inflates
 compute and so lowers the fraction: ``loadavg_1m_end`` says how busy it was).
 """
 
@@ -38,6 +41,22 @@ sys.path.insert(0, str(REPO))
 
 def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
+
+
+_MESSAGE_PHASES = ("train", "verify")
+
+
+def _breakdown(wall: float, compute: float, handler: float,
+               phases: dict[str, float]) -> dict[str, float]:
+    """Where a round's time outside compute went: on the nodes outside compute (loading data,
+    packing, storage, signing), in the chain and storage steps the server ran on the round's
+    critical path (``phases`` holds only those: the ones overlapped with the next round's
+    training are left out), and the rest (Flower's messaging, polling, (de)serialising, the
+    server's checks)."""
+    chain = sum(v for k, v in phases.items() if k not in _MESSAGE_PHASES)
+    nodes = max(handler - compute, 0.0)
+    return {"nodes_outside_compute": round(nodes, 3), "server_chain_steps": round(chain, 3),
+            "messaging_and_rest": round(wall - compute - nodes - chain, 3)}
 
 
 @contextlib.contextmanager
@@ -89,8 +108,12 @@ def run(clients: int, rounds: int, model: str, epochs: int, use_anvil: bool,
             reps = [coop.reports[r - 1] for r in later]
             c_wall = [r.wall_seconds for r in reps]
             c_comp = [r.compute_seconds for r in reps]
-            phases = {k: _mean([r.phase_seconds.get(k, 0.0) for r in reps])
-                      for k in reps[0].phase_seconds}
+            c_hand = [r.handler_seconds for r in reps]
+            f_hand = [fed.handler_seconds.get(r, 0.0) for r in later]
+            names = list(dict.fromkeys(k for r in reps for k in r.phase_seconds))
+            phases = {k: _mean([r.phase_seconds.get(k, 0.0) for r in reps]) for k in names}
+            critical = {k: _mean([0.0 if k in r.overlapped_phases else r.phase_seconds.get(k, 0.0)
+                                  for r in reps]) for k in names}
             figures.update({
                 "clients": clients, "rounds": rounds, "model": model, "local_epochs": epochs,
                 "chain": be["chain_kind"], "store": be["store_kind"],
@@ -110,6 +133,11 @@ def run(clients: int, rounds: int, model: str, epochs: int, use_anvil: bool,
                 "gas_per_round_coop": int(_mean([float(r.gas) for r in reps])),
                 "accepted_per_round": _mean([float(r.accepted) for r in reps]),
                 "coop_phase_s": {k: round(v, 3) for k, v in phases.items()},
+                "coop_overlapped_phases": sorted({k for r in reps for k in r.overlapped_phases}),
+                "coordination_breakdown_s": _breakdown(_mean(c_wall), _mean(c_comp),
+                                                       _mean(c_hand), critical),
+                "fedavg_overhead_breakdown_s": _breakdown(_mean(f_wall), _mean(f_comp),
+                                                          _mean(f_hand), {}),
             })
 
         t0 = time.perf_counter()

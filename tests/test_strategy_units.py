@@ -76,3 +76,48 @@ def test_record_bytes_handles_empty_values() -> None:
 
     rec = ConfigRecord({"a": "", "bb": [], "c": [b"xy", b"z"], "d": 3, "e": True})
     assert record_bytes(rec) == 1 + 2 + (1 + 3) + (1 + 8) + (1 + 1)
+
+
+def test_pull_schedule_grows_to_its_cap_and_rejects_nonsense() -> None:
+    from itertools import islice
+
+    from coopflower.strategy.messaging import PullSchedule
+
+    steps = list(islice(PullSchedule(0.01, 0.1, 2.0).intervals(), 6))
+    assert steps == pytest.approx([0.01, 0.02, 0.04, 0.08, 0.1, 0.1])
+    for bad in ((0.0, 0.1, 1.5), (0.2, 0.1, 1.5), (0.01, 0.1, 0.5)):
+        with pytest.raises(ValueError, match="pull schedule"):
+            PullSchedule(*bad)
+
+
+def test_tally_of_relayed_votes_follows_the_contract_rule() -> None:
+    from types import SimpleNamespace
+
+    from coopflower.strategy.coordinated import _tally_votes
+
+    def votes(sid: int, *accept: bool) -> list[SimpleNamespace]:
+        return [SimpleNamespace(submission=sid, accept=a) for a in accept]
+
+    subs = {0: "a", 1: "b", 2: "c", 3: "d"}
+    cast = votes(0, True, True, False) + votes(1, True, False) + votes(2, True) \
+        + votes(3, False, False, True)
+    # 2 of 3 yes: accepted; a tie: rejected; one vote: below quorum 2; 1 of 3: rejected
+    assert _tally_votes(cast, subs, quorum=2) == [0]
+    assert _tally_votes(cast, subs, quorum=1) == [0, 2]
+
+
+def test_chain_tail_hands_its_error_to_the_joining_round() -> None:
+    from coopflower.strategy.coordinated import RoundReport, StrategyError, _ChainTail
+
+    done: list[int] = []
+    ok = _ChainTail(RoundReport(1), lambda: done.append(1))
+    ok.join()
+    assert done == [1]
+
+    def fail() -> None:
+        raise ValueError("settle reverted")
+
+    bad = _ChainTail(RoundReport(2), fail)
+    bad.wait()  # waiting never raises
+    with pytest.raises(StrategyError, match="round 2's chain steps failed: settle reverted"):
+        bad.join()

@@ -36,15 +36,18 @@ class FedAvgBaseline(FedAvg):
         self.meter = ByteMeter()
         self.round_seconds: dict[int, float] = {}
         self.compute_seconds: dict[int, float] = {}
+        self.handler_seconds: dict[int, float] = {}
         self._t0: dict[int, float] = {}
 
     def _compute(self, rnd: int, replies: list[Message]) -> None:
-        total = 0.0
+        total = handler = 0.0
         for m in replies:
             if m.has_content():
                 for rec in m.content.metric_records.values():
                     total += float(rec.get("compute-seconds", 0.0))  # type: ignore[arg-type]
+                    handler += float(rec.get("handler-seconds", 0.0))  # type: ignore[arg-type]
         self.compute_seconds[rnd] = self.compute_seconds.get(rnd, 0.0) + total
+        self.handler_seconds[rnd] = self.handler_seconds.get(rnd, 0.0) + handler
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

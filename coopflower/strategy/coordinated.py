@@ -23,12 +23,24 @@ contract in one transaction (the strategy pays their deposits). Each round then:
 
 Nodes that time out or answer with errors are recorded in the round's report, and the round
 goes on with the rest. A line is printed per phase per round.
+
+Pipelining (``pipeline=True``, the default): once every assigned verifier has voted, the
+outcome is fixed by the signed votes and the task's rules (``coopflower.ledger.rules.tally``,
+the contract's own rule), so the strategy aggregates the accepted models at once and starts
+the next round's training while a background thread relays the votes, settles and records the
+MetaModel. The next round joins that thread before its own ``open`` transaction (which the
+contract allows only after settlement) and before any submission; its contributors sign for
+the round number the contract will give (the previous one plus one, checked at ``open``). If
+the contract's settlement differs from the tally, the run stops with ``StrategyError``. A round
+with missing votes, and the last round, settle before aggregating, as in the list above.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +64,7 @@ from flwr.supercore import log
 from coopflower.client import protocol as P
 from coopflower.ledger.eip712 import content_hash
 from coopflower.strategy.aggregate import AcceptedModel, AggregateFn, weighted_average
+from coopflower.strategy.messaging import send_and_receive
 from coopflower.strategy.metering import ByteMeter
 from coopflower.strategy.progress import PhaseLog
 
@@ -102,7 +115,13 @@ class RoundReport:
     ``chain_round`` is the contract's round number; ``submissions`` maps submission id to
     (contributor, CID bytes, status name, yes votes, votes cast); ``meta_cid`` the aggregate's
     CID (``None`` when no model was accepted); ``phase_seconds``, ``compute_seconds`` (local
-    training and evaluation on the nodes), ``bytes`` (messages and storage) and ``tx`` count.
+    training and evaluation on the nodes), ``handler_seconds`` (the nodes' whole handlers:
+    compute plus loading data, packing, storing, fetching and signing), ``bytes`` (messages
+    and storage) and ``tx`` count. ``wall_seconds`` is the time the round held the strategy
+    (from its first step to its last, including any wait for the previous round's chain steps);
+    ``overlapped_phases`` names the chain phases that ran in the background during the next
+    round's training (pipelining), whose seconds are in ``phase_seconds`` but not on the
+    round's critical path.
     """
 
     server_round: int
@@ -115,6 +134,8 @@ class RoundReport:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     wall_seconds: float = 0.0
     compute_seconds: float = 0.0
+    handler_seconds: float = 0.0
+    overlapped_phases: tuple[str, ...] = ()
     bytes: int = 0
     tx: int = 0
     gas: int = 0
@@ -127,6 +148,58 @@ def _metric(msg: Message, key: str) -> float:
     rec = msg.content.metric_records.get(P.METRICS)
     value = rec.get(key, 0.0) if rec is not None else 0.0
     return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _tally_votes(votes: Sequence[Any], by_id: dict[int, Any], quorum: int) -> list[int]:
+    """The submissions the votes accept, by the contract's rule (majority of votes cast, with
+    quorum): what settlement will decide when every assigned verifier voted."""
+    from coopflower.ledger.rules import Status, tally
+
+    yes = dict.fromkeys(by_id, 0)
+    cast = dict.fromkeys(by_id, 0)
+    for v in votes:
+        cast[v.submission] += 1
+        yes[v.submission] += int(bool(v.accept))
+    return sorted(sid for sid in by_id
+                  if tally(yes[sid], cast[sid], quorum).status == Status.ACCEPTED)
+
+
+def _record_result(result: Result, report: RoundReport) -> None:
+    """Put a finished round's train and verification metrics into Flower's ``Result``."""
+    result.train_metrics_clientapp[report.server_round] = report.train_metrics
+    result.evaluate_metrics_clientapp[report.server_round] = report.verify_metrics
+
+
+class _ChainTail:
+    """A round's last chain steps (relay votes, settle, record the MetaModel) running in a
+    background thread while the next round trains; ``join`` waits and re-raises its error."""
+
+    def __init__(self, report: RoundReport, steps: Callable[[], None]) -> None:
+        self.report = report
+        self._steps = steps
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"coop-chain-{report.server_round}",
+                                        daemon=False)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._steps()
+        except BaseException as exc:  # handed to the joining thread
+            self._error = exc
+
+    def wait(self) -> None:
+        """Wait for the steps to end, whatever the outcome."""
+        self._thread.join()
+
+    def join(self) -> None:
+        """Wait for the steps; raises ``StrategyError`` (from the cause) if one failed."""
+        self._thread.join()
+        if self._error is not None:
+            if isinstance(self._error, StrategyError):
+                raise self._error
+            raise StrategyError(f"round {self.report.server_round}'s chain steps failed: "
+                                f"{self._error}") from self._error
 
 
 class CoordinatedStrategy(FedAvg):
@@ -149,6 +222,8 @@ class CoordinatedStrategy(FedAvg):
             in cipherspace, and the initiator decrypt the accepted ones (``None``: plaintext).
         ivhe_p, ivhe_q: the scaling factors of weights and inputs.
         progress: where the per-phase lines go (``None``: silent).
+        pipeline: overlap a round's vote, settle and MetaModel transactions with the next
+            round's training (see the module docstring).
         **fedavg_kwargs: sampling settings passed to ``FedAvg`` (``fraction_train``,
             ``min_train_nodes``, ``min_available_nodes``, ...).
     """
@@ -169,6 +244,7 @@ class CoordinatedStrategy(FedAvg):
         encryption: str | None = None,
         ivhe_p: int = 2**7,
         ivhe_q: int = 1000,
+        pipeline: bool = True,
         **fedavg_kwargs: Any,
     ) -> None:
         super().__init__(**fedavg_kwargs)
@@ -193,6 +269,7 @@ class CoordinatedStrategy(FedAvg):
                                 "key, so the round supports 'elementwise' (or None)")
         self.encryption = encryption or None
         self.ivhe_p, self.ivhe_q = ivhe_p, ivhe_q
+        self.pipeline = pipeline
         self._secret_key: Any = None
         self.ivhe_key_cid: bytes | None = None
 
@@ -274,7 +351,7 @@ class CoordinatedStrategy(FedAvg):
         cfg = ConfigRecord({**self._base_config(), "deposit": str(deposit)})
         msgs = [Message(RecordDict({P.CONFIG: cfg}), nid, P.MSG_REGISTER) for nid in node_ids]
         self.meter.add_sent(0, msgs)
-        replies = list(grid.send_and_receive(msgs, timeout=timeout))
+        replies = send_and_receive(grid, msgs, timeout=timeout)
         self.meter.add_received(0, replies)
         failures, regs = [], []
         seen: set[str] = set()
@@ -352,20 +429,29 @@ class CoordinatedStrategy(FedAvg):
             if res is not None:
                 result.evaluate_metrics_serverapp[0] = res
 
-        for rnd in range(1, num_rounds + 1):
-            report = self._round(grid, rnd, arrays, train_config, timeout)
-            report.failures[:0] = reg_failures if rnd == 1 else []
-            self.reports.append(report)
-            if report.new_arrays is not None:
-                arrays = report.new_arrays
-                result.arrays = arrays
-            result.train_metrics_clientapp[rnd] = report.train_metrics
-            result.evaluate_metrics_clientapp[rnd] = report.verify_metrics
-            if evaluate_fn:
-                res = evaluate_fn(rnd, arrays)
-                log(INFO, "\t└──> central evaluation: %s", res)
-                if res is not None:
-                    result.evaluate_metrics_serverapp[rnd] = res
+        pending: _ChainTail | None = None
+        try:
+            for rnd in range(1, num_rounds + 1):
+                report, tail = self._round(grid, rnd, arrays, train_config, timeout, pending,
+                                           pipeline=self.pipeline and rnd < num_rounds)
+                if pending is not None:  # joined inside the round, before its open
+                    _record_result(result, pending.report)
+                pending = tail
+                report.failures[:0] = reg_failures if rnd == 1 else []
+                self.reports.append(report)
+                if report.new_arrays is not None:
+                    arrays = report.new_arrays
+                    result.arrays = arrays
+                if tail is None:
+                    _record_result(result, report)
+                if evaluate_fn:
+                    res = evaluate_fn(rnd, arrays)
+                    log(INFO, "\t└──> central evaluation: %s", res)
+                    if res is not None:
+                        result.evaluate_metrics_serverapp[rnd] = res
+        finally:
+            if pending is not None:  # only after an error: the last round never pipelines
+                pending.wait()
         if len(result.arrays) == 0:
             result.arrays = arrays
         for line in io.StringIO(str(result)):
@@ -374,8 +460,14 @@ class CoordinatedStrategy(FedAvg):
 
     def _round(  # noqa: C901
         self, grid: Grid, rnd: int, arrays: ArrayRecord, train_config: ConfigRecord,
-        timeout: float,
-    ) -> RoundReport:
+        timeout: float, previous: _ChainTail | None, pipeline: bool,
+    ) -> tuple[RoundReport, _ChainTail | None]:
+        """One round; returns its report and, when pipelined, its pending chain steps.
+
+        ``previous`` is the previous round's pending chain steps (joined before this round's
+        ``open``); with ``pipeline`` this round's vote, settle and record steps are left
+        running in the background when every vote came in.
+        """
         from coopflower.ledger.eip712 import (
             SignedSubmission,
             SignedVote,
@@ -386,14 +478,26 @@ class CoordinatedStrategy(FedAvg):
 
         ledger, task_id = self.ledger, int(self.task_id or 0)
         report = RoundReport(rnd)
-        tx0 = ledger.chain.tx_count
         t_round = time.perf_counter()
-        compute = 0.0
+        compute = handler = 0.0
 
-        with self.phases.phase(rnd, "open") as rec:
-            info = ledger.open_round(task_id)
-            report.chain_round = chain_round = info.round
-            rec.detail = f"task {task_id} round {chain_round} open until block {info.submit_end}"
+        def open_round(expected: int | None) -> int:
+            with self.phases.phase(rnd, "open") as rec:
+                info = ledger.open_round(task_id)
+                if expected is not None and info.round != expected:
+                    raise StrategyError(f"the contract opened round {info.round} of task "
+                                        f"{task_id}, the contributors signed for {expected}: "
+                                        "another authority opened a round of this task")
+                rec.detail = (f"task {task_id} round {info.round} open until block "
+                              f"{info.submit_end}")
+                return int(info.round)
+
+        if previous is None:
+            tx0 = ledger.chain.tx_count
+            chain_round = open_round(None)
+        else:  # the previous round settles in the background: its successor's number is known
+            chain_round = previous.report.chain_round + 1
+        report.chain_round = chain_round
 
         # ---- train: contributors train, upload, sign
         with self.phases.phase(rnd, "train") as rec:
@@ -408,7 +512,7 @@ class CoordinatedStrategy(FedAvg):
             content = RecordDict({P.ARRAYS: arrays, P.CONFIG: cfg})
             msgs = [Message(content, int(nid), "train") for nid in node_ids]
             self.meter.add_sent(rnd, msgs)
-            replies = list(grid.send_and_receive(msgs, timeout=timeout))
+            replies = send_and_receive(grid, msgs, timeout=timeout)
             self.meter.add_received(rnd, replies)
             subs: list[SignedSubmission] = []
             sub_nodes: list[int] = []
@@ -436,6 +540,7 @@ class CoordinatedStrategy(FedAvg):
                     report.failures.append(NodeFailure("train", nid, f"bad submission: {exc}"))
                     continue
                 compute += _metric(msg, "compute-seconds")
+                handler += _metric(msg, "handler-seconds")
                 self.meter.add_storage(rnd, int(_metric(msg, "blob-bytes")))
                 subs.append(sub)
                 sub_nodes.append(nid)
@@ -443,6 +548,14 @@ class CoordinatedStrategy(FedAvg):
             for nid in set(node_ids) - answered:
                 report.failures.append(NodeFailure("train", int(nid), "no reply (timeout)"))
             rec.detail = f"{len(subs)} signed submissions from {len(node_ids)} contributors"
+
+        if previous is not None:
+            with self.phases.phase(rnd, "wait-chain") as rec:
+                previous.join()
+                rec.detail = (f"round {previous.report.server_round}'s votes, settlement and "
+                              "MetaModel on chain")
+            tx0 = ledger.chain.tx_count
+            open_round(chain_round)
 
         # ---- submit (one transaction) and close the window
         with self.phases.phase(rnd, "submit") as rec:
@@ -487,8 +600,8 @@ class CoordinatedStrategy(FedAvg):
                 })
                 vmsgs.append(Message(RecordDict({P.CONFIG: vcfg}), nid, P.MSG_VERIFY))
             self.meter.add_sent(rnd, vmsgs)
-            vreplies = list(grid.send_and_receive(
-                vmsgs, timeout=self.verify_timeout or timeout)) if vmsgs else []
+            vreplies = send_and_receive(
+                grid, vmsgs, timeout=self.verify_timeout or timeout) if vmsgs else []
             self.meter.add_received(rnd, vreplies)
             answered = set()
             accuracies: list[float] = []
@@ -499,6 +612,7 @@ class CoordinatedStrategy(FedAvg):
                     report.failures.append(NodeFailure("verify", nid, str(msg.error.reason)))
                     continue
                 compute += _metric(msg, "compute-seconds")
+                handler += _metric(msg, "handler-seconds")
                 self.meter.add_storage(rnd, int(_metric(msg, "fetched-bytes")))
                 try:
                     r = msg.content.config_records[P.VOTES]
@@ -534,6 +648,61 @@ class CoordinatedStrategy(FedAvg):
                 report.failures.append(NodeFailure("verify", nid, "no reply (timeout)"))
             rec.detail = f"{len(votes)} signed votes from {len(answered)} verifiers"
 
+        # ---- the outcome: known from the votes once all are in, else from the settlement
+        expected = sum(len(v) for v in assignment.verifiers.values()) if assignment else 0
+        finish = functools.partial(self._finish_on_chain, rnd, report, votes, by_id, expected,
+                                   accuracies, sub_meta, tx0, timeout)
+        if len(votes) < expected or not by_id:
+            finish(None, None)
+            accepted_ids = [sid for sid, v in report.submissions.items() if v[2] == "ACCEPTED"]
+        else:
+            accepted_ids = _tally_votes(votes, by_id, self.task.quorum)
+
+        # ---- aggregate the accepted models, store the result (its CID goes on chain)
+        with self.phases.phase(rnd, "aggregate") as rec:
+            models = self._fetch(rnd, [by_id[sid] for sid in accepted_ids])
+            current = {k: np.asarray(a.numpy()) for k, a in arrays.items()}
+            agg = self.aggregate_fn(models, current or None)
+            meta: tuple[bytes, bytes] | None = None
+            if agg is not None:
+                from coopflower.blob import pack_arrays
+
+                blob = pack_arrays(agg, {"round": str(chain_round), "task": str(task_id),
+                                         "aggregated": str(len(models))})
+                meta = (self._open_store().put(blob).to_bytes(), content_hash(blob))
+                self.meter.add_storage(rnd, len(blob))
+                report.meta_cid = meta[0]
+                report.new_arrays = ArrayRecord({k: Array(np.asarray(v)) for k, v in agg.items()})
+                rec.detail = f"{len(models)} accepted models aggregated and stored"
+            else:
+                rec.detail = "no accepted model fits: global model unchanged"
+
+        report.compute_seconds = compute
+        report.handler_seconds = handler
+        report.bytes = self.meter.total(rnd)
+        for f in report.failures:
+            log(WARNING, "round %d: node %d failed in %s: %s", rnd, f.node_id, f.phase, f.reason)
+        if len(votes) < expected or not by_id:
+            self._record_metamodel(rnd, report, meta, tx0)
+            tail = None
+        elif pipeline:
+            report.overlapped_phases = ("vote", "settle", "record")
+            tail = _ChainTail(report, functools.partial(finish, accepted_ids, meta))
+        else:
+            finish(accepted_ids, meta)
+            tail = None
+        report.wall_seconds = time.perf_counter() - t_round
+        return report, tail
+
+    def _finish_on_chain(
+        self, rnd: int, report: RoundReport, votes: Sequence[Any], by_id: dict[int, Any],
+        expected: int, accuracies: Sequence[float], sub_meta: Sequence[Message], tx0: int,
+        timeout: float, tallied: Sequence[int] | None, meta: tuple[bytes, bytes] | None,
+    ) -> None:
+        """Relay the votes (one tx), settle (one tx; after the voting deadline when votes are
+        missing) and, given ``meta``, record the MetaModel (one tx). ``tallied``: the accepted
+        submissions the votes decide, checked against the contract's settlement."""
+        ledger, task_id, chain_round = self.ledger, int(self.task_id or 0), report.chain_round
         with self.phases.phase(rnd, "vote") as rec:
             if votes:
                 tx = ledger.submit_votes(task_id, chain_round, votes)
@@ -541,52 +710,25 @@ class CoordinatedStrategy(FedAvg):
             report.votes = len(votes)
             rec.detail = f"{len(votes)} votes in {1 if votes else 0} transaction"
 
-        # ---- settle: early once everyone voted, else after the voting deadline
         with self.phases.phase(rnd, "settle") as rec:
-            expected = sum(len(v) for v in assignment.verifiers.values()) if assignment else 0
             if len(votes) < expected:
                 end = ledger.round(task_id, chain_round).vote_end
                 rec.detail = f"waiting for block {end + 1} (missing votes); "
                 ledger.chain.wait_for_block(end + 1, timeout=max(timeout, 60.0))
             settlement = ledger.settle(task_id, chain_round)
             report.gas += settlement.tx.gas_used
-            for s in settlement.submissions:
-                sub = by_id[s.submission]
-                report.submissions[s.submission] = (
-                    s.contributor, sub.cid, s.status.name, s.yes, s.cast)
+            for sub in settlement.submissions:
+                signed = by_id[sub.submission]
+                report.submissions[sub.submission] = (
+                    sub.contributor, signed.cid, sub.status.name, sub.yes, sub.cast)
             report.accepted = settlement.accepted
             rec.detail += (f"{settlement.accepted} accepted of {len(settlement.submissions)}; "
                            f"paid {settlement.total_paid} wei")
-
-        # ---- aggregate the accepted models, record the result's CID
-        new_arrays: ArrayRecord | None = None
-        with self.phases.phase(rnd, "aggregate") as rec:
-            accepted = [by_id[s.submission] for s in settlement.submissions
-                        if s.status.name == "ACCEPTED"]
-            models = self._fetch(rnd, accepted)
-            current = {k: np.asarray(a.numpy()) for k, a in arrays.items()}
-            agg = self.aggregate_fn(models, current or None)
-            if agg is not None:
-                from coopflower.blob import pack_arrays
-
-                blob = pack_arrays(agg, {"round": str(chain_round), "task": str(task_id),
-                                         "aggregated": str(len(models))})
-                cid = self._open_store().put(blob).to_bytes()
-                self.meter.add_storage(rnd, len(blob))
-                tx = ledger.record_metamodel(task_id, chain_round, cid, content_hash(blob))
-                report.gas += tx.gas_used
-                report.meta_cid = cid
-                new_arrays = ArrayRecord({k: Array(np.asarray(v)) for k, v in agg.items()})
-                rec.detail = f"{len(models)} accepted models aggregated, CID recorded"
-            else:
-                rec.detail = "no accepted model fits: global model unchanged"
-
-        report.wall_seconds = time.perf_counter() - t_round
-        report.phase_seconds = self.phases.seconds(rnd)
-        report.compute_seconds = compute
-        report.tx = ledger.chain.tx_count - tx0
-        report.bytes = self.meter.total(rnd)
-        report.new_arrays = new_arrays
+        on_chain = sorted(s.submission for s in settlement.submissions
+                          if s.status.name == "ACCEPTED")
+        if tallied is not None and on_chain != sorted(tallied):
+            raise StrategyError(f"round {rnd}: the contract accepted {on_chain}, the relayed "
+                                f"votes decide {sorted(tallied)}")
         report.train_metrics = self._train_metrics(sub_meta, report)
         report.verify_metrics = MetricRecord({
             "votes": len(votes),
@@ -594,9 +736,24 @@ class CoordinatedStrategy(FedAvg):
             "accepted": report.accepted,
             "failures": len(report.failures),
         })
-        for f in report.failures:
-            log(WARNING, "round %d: node %d failed in %s: %s", rnd, f.node_id, f.phase, f.reason)
-        return report
+        if tallied is not None:
+            self._record_metamodel(rnd, report, meta, tx0)
+
+    def _record_metamodel(self, rnd: int, report: RoundReport,
+                          meta: tuple[bytes, bytes] | None, tx0: int) -> None:
+        """Record the MetaModel's CID and content hash on chain (one tx) and close the
+        round's accounts: phases, transactions, train and verification metrics."""
+        ledger = self.ledger
+        with self.phases.phase(rnd, "record") as rec:
+            if meta is not None:
+                tx = ledger.record_metamodel(int(self.task_id or 0), report.chain_round, *meta)
+                report.gas += tx.gas_used
+                rec.detail = f"MetaModel {meta[0].hex()[:16]}... recorded"
+            else:
+                rec.detail = "nothing to record"
+        report.tx = ledger.chain.tx_count - tx0
+        report.phase_seconds = self.phases.seconds(rnd)
+        report.train_metrics = MetricRecord({**dict(report.train_metrics), "tx": report.tx})
 
     def _train_metrics(self, replies: Sequence[Message], report: RoundReport) -> MetricRecord:
         n = [_metric(m, "num-examples") for m in replies]
