@@ -16,6 +16,8 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from coopflower.augment import Augment
+
 __all__ = [
     "TrainingError",
     "TrainResult",
@@ -108,6 +110,8 @@ def train_model(
     lr: float = 0.05,
     momentum: float = 0.9,
     seed: int = 0,
+    augment: Augment | None = None,
+    lr_schedule: str = "constant",
 ) -> TrainResult:
     """Train ``model`` in place with SGD and cross-entropy.
 
@@ -115,13 +119,17 @@ def train_model(
         model: a classifier returning logits (e.g. ``build_model("table1_c1")``).
         images, labels: local training data.
         epochs, batch_size, lr, momentum: the optimiser's settings.
-        seed: seeds the shuffling (and torch's RNG for dropout, if any).
+        seed: seeds the shuffling, the augmentation (and torch's RNG for dropout, if any).
+        augment: random distortions of each batch (none by default).
+        lr_schedule: ``"constant"`` or ``"cosine"`` (annealed to 0 over the epochs).
 
     Returns:
         ``TrainResult``. Raises ``TrainingError`` on bad data or settings.
     """
     if epochs < 0 or batch_size < 1 or not lr > 0:
         raise TrainingError(f"bad settings: epochs={epochs} batch_size={batch_size} lr={lr}")
+    if lr_schedule not in ("constant", "cosine"):
+        raise TrainingError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
     x = to_tensor(images)
     y = _labels(labels, x.shape[0], _num_classes(model))
     n = int(x.shape[0])
@@ -130,6 +138,8 @@ def train_model(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
+             if lr_schedule == "cosine" else None)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     start = time.perf_counter()
@@ -140,6 +150,8 @@ def train_model(
         for i in range(0, n, batch_size):
             idx = perm[i : i + batch_size]
             xb, yb = x[idx], y[idx]
+            if augment is not None:
+                xb = augment.apply(xb, gen)
             opt.zero_grad()
             logits = model(xb)
             loss = loss_fn(logits, yb)
@@ -147,6 +159,8 @@ def train_model(
             opt.step()
             loss_sum += float(loss.detach()) * len(idx)
             correct += int((logits.detach().argmax(1) == yb).sum())
+        if sched is not None:
+            sched.step()
     seconds = time.perf_counter() - start
     if not np.isfinite(loss_sum):
         raise TrainingError("training diverged (non-finite loss); lower the learning rate")

@@ -16,6 +16,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from coopflower.augment import Augment
 from coopflower.fusion.metamodel import FusionError, MetaModel, Strategy
 from coopflower.models import build_model
 
@@ -93,6 +94,9 @@ class FusionConfig:
         augment_copies: shifted copies of each of the initiator's training digits added to the
             fusion training data (the held-out share is never augmented); 0: none.
         max_shift: largest shift in pixels (each axis) of an augmented copy.
+        max_rotate, max_scale: largest rotation (degrees) and rescaling (fraction) of an
+            augmented copy; when both are 0 a copy is a whole-pixel shift, else a random affine
+            distortion (:class:`coopflower.augment.Augment`).
         stage2_lr_factor: Strategy II's stage two uses ``lr`` times this (fine-tuning from
             stage one's solution).
         block_init: Strategy II's blocks ``W_i``: ``"random"`` (the paper, eq. 9) or
@@ -109,6 +113,8 @@ class FusionConfig:
     seed: int = 0
     augment_copies: int = 0
     max_shift: int = 2
+    max_rotate: float = 0.0
+    max_scale: float = 0.0
     stage2_lr_factor: float = 1.0
     block_init: str = "random"
 
@@ -130,6 +136,8 @@ class FusionConfig:
             raise FusionError("stage2_lr_factor must be positive")
         if self.augment_copies < 0 or not 0 <= self.max_shift <= 8:
             raise FusionError("augment_copies must be >= 0 and max_shift in [0, 8]")
+        if not (0 <= self.max_rotate <= 45 and 0 <= self.max_scale < 0.5):
+            raise FusionError("max_rotate must be in [0, 45] degrees and max_scale in [0, 0.5)")
         if not 0.0 <= self.val_fraction < 1.0:
             raise FusionError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
@@ -400,8 +408,12 @@ def fuse_models(
     if config.augment_copies:
         y = _labels(labels, int(x.shape[0]), num_classes)
         train_ix, _ = _split(int(x.shape[0]), config.val_fraction, config.seed)
-        shifted = shift_images(x[train_ix].repeat(config.augment_copies, 1, 1, 1),
-                               config.max_shift, config.seed)
+        copies = x[train_ix].repeat(config.augment_copies, 1, 1, 1)
+        if config.max_rotate or config.max_scale:
+            distort = Augment(config.max_shift, config.max_rotate, config.max_scale)
+            shifted = distort.apply(copies, torch.Generator().manual_seed(config.seed + 7))
+        else:
+            shifted = shift_images(copies, config.max_shift, config.seed)
         extra = (compute_features(meta, shifted), y[train_ix].repeat(config.augment_copies))
     metrics = fit_metamodel(meta, fc, labels, config, on_epoch, extra)
     return FusionResult(meta, metrics)

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from coopflower.augment import Augment
 from coopflower.data.partition import label_subset_partition, stratified_split
 from coopflower.fusion import FusionConfig, MetaModel, compute_features, images_to_tensor
 from coopflower.models import build_model
@@ -121,8 +122,11 @@ def train_private(
     """A paper CNN trained locally with coopflower.training; returns it and seconds taken."""
     torch.manual_seed(seed)
     model = build_model(arch)
+    aug = train_cfg.get("augment") or {}
     res = train_model(model, images, labels, epochs=epochs, batch_size=int(train_cfg["batch_size"]),
-                      lr=float(train_cfg["lr"]), momentum=float(train_cfg["momentum"]), seed=seed)
+                      lr=float(train_cfg["lr"]), momentum=float(train_cfg["momentum"]), seed=seed,
+                      augment=Augment(**{k: float(v) for k, v in aug.items()}),
+                      lr_schedule=str(train_cfg.get("schedule", "constant")))
     model.eval()
     return model, res.seconds
 
@@ -175,6 +179,8 @@ def fusion_config(cfg: Mapping[str, Any], strategy: str, seed: int) -> FusionCon
         seed=seed,
         augment_copies=int(cfg.get("augment_copies", 0)),
         max_shift=int(cfg.get("max_shift", 2)),
+        max_rotate=float(cfg.get("max_rotate", 0.0)),
+        max_scale=float(cfg.get("max_scale", 0.0)),
         stage2_lr_factor=float(cfg.get("stage2_lr_factor", 1.0)),
     )
 
