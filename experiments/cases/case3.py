@@ -37,6 +37,7 @@ from .common import (
     meta_accuracy,
     pct,
     split_parties,
+    train_options,
     vote,
 )
 
@@ -88,8 +89,7 @@ def run_case3(
                 start: dict[str, npt.NDArray[np.generic]] = dict(get_weights(glob))
                 set_weights(local, start)
                 train_model(local, images[c], labels[c], epochs=local_epochs,
-                            batch_size=int(tc["batch_size"]), lr=float(tc["lr"]),
-                            momentum=float(tc["momentum"]), seed=seed + 100 * r + j)
+                            seed=seed + 100 * r + j, **train_options(tc))
                 updates.append(AcceptedModel(b"", str(j), arch, int(c.size), get_weights(local)))
             avg = weighted_average(updates, get_weights(glob))
             assert avg is not None
@@ -104,9 +104,8 @@ def run_case3(
         verifier_acc: list[list[float]] = []
         for i, (tr, _) in enumerate(split.contributors):
             m = build_model(arch)
-            train_model(m, images[tr], labels[tr], epochs=rounds * local_epochs,
-                        batch_size=int(tc["batch_size"]), lr=float(tc["lr"]),
-                        momentum=float(tc["momentum"]), seed=seed + i)
+            train_model(m, images[tr], labels[tr], epochs=rounds * local_epochs, seed=seed + i,
+                        **train_options(tc))
             m.eval()
             ls = sorted(set(labels[tr].tolist()))
             v = vote([accuracy(m, images[vv], labels[vv], classes=ls) for vv in split.verifiers],

@@ -111,6 +111,19 @@ def split_parties(
     return out
 
 
+def train_options(train_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``train_model`` keyword arguments from the Hydra ``train`` node (batch size, learning
+    rate, momentum, optional ``schedule`` and ``augment``)."""
+    aug = train_cfg.get("augment") or {}
+    return {
+        "batch_size": int(train_cfg["batch_size"]),
+        "lr": float(train_cfg["lr"]),
+        "momentum": float(train_cfg["momentum"]),
+        "lr_schedule": str(train_cfg.get("schedule", "constant")),
+        "augment": Augment(**{str(k): float(v) for k, v in aug.items()}),
+    }
+
+
 def train_private(
     arch: str,
     images: npt.NDArray[np.uint8],
@@ -122,11 +135,7 @@ def train_private(
     """A paper CNN trained locally with coopflower.training; returns it and seconds taken."""
     torch.manual_seed(seed)
     model = build_model(arch)
-    aug = train_cfg.get("augment") or {}
-    res = train_model(model, images, labels, epochs=epochs, batch_size=int(train_cfg["batch_size"]),
-                      lr=float(train_cfg["lr"]), momentum=float(train_cfg["momentum"]), seed=seed,
-                      augment=Augment(**{k: float(v) for k, v in aug.items()}),
-                      lr_schedule=str(train_cfg.get("schedule", "constant")))
+    res = train_model(model, images, labels, epochs=epochs, seed=seed, **train_options(train_cfg))
     model.eval()
     return model, res.seconds
 
