@@ -60,7 +60,7 @@ def test_gradual_fusion_in_the_shipped_app(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("RAY_TMPDIR", "/tmp/coopflower-ray")
     monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
     settings = AppSettings.from_run_config({
-        "strategy": "coordinated", "num-server-rounds": 1, "epochs": 1, "aggregation": "II",
+        "strategy": "coordinated", "num-server-rounds": 2, "epochs": 1, "aggregation": "II",
         "fusion-epochs": 1, "store": str(tmp_path / "store"), "verifiers": 2, "quorum": 1,
         "min-accuracy-bps": 1000})
     out: dict[str, Any] = {}
@@ -73,8 +73,11 @@ def test_gradual_fusion_in_the_shipped_app(tmp_path: Path, monkeypatch: pytest.M
     assert "result" in out, "the ServerApp did not finish"
     strategy, result = out["strategy"], out["result"]
     assert isinstance(strategy, CoordinatedStrategy)
-    (report,) = strategy.reports
+    report, second = strategy.reports
     assert not report.failures and report.accepted and report.meta_cid
+    # round 2: the MetaModel is not sent down; the contributors train their own models again
+    assert not second.failures and len(second.submissions) == 4 and second.meta_cid
+    assert second.bytes < report.bytes
     rec = strategy.ledger.round_record(strategy.task_id, 1)
     assert rec.metamodel and rec.metamodel[0].args["cid"] == report.meta_cid
     from coopflower.blob import unpack_arrays

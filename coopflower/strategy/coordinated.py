@@ -509,7 +509,10 @@ class CoordinatedStrategy(FedAvg):
             if n_train < len(node_ids):
                 node_ids = list(np.random.default_rng([rnd, task_id]).choice(
                     node_ids, n_train, replace=False))
-            content = RecordDict({P.ARRAYS: arrays, P.CONFIG: cfg})
+            # a MetaModel (fusion aggregation) is the initiator's, not a starting point for
+            # the contributors' own architectures: they train from scratch, so it stays home
+            to_nodes = ArrayRecord() if "fusion.A" in arrays else arrays
+            content = RecordDict({P.ARRAYS: to_nodes, P.CONFIG: cfg})
             msgs = [Message(content, int(nid), "train") for nid in node_ids]
             self.meter.add_sent(rnd, msgs)
             replies = send_and_receive(grid, msgs, timeout=timeout)
