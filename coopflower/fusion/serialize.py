@@ -95,8 +95,9 @@ def _tensor(arrays: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...]) 
     return torch.from_numpy(np.ascontiguousarray(arr)).to(torch.float32)
 
 
-def is_metamodel_arrays(arrays: Mapping[str, np.ndarray]) -> bool:
-    """Whether named arrays look like :func:`metamodel_to_arrays` output."""
+def is_metamodel_arrays(arrays: Mapping[str, object]) -> bool:
+    """Whether named arrays (numpy arrays, or a Flower ``ArrayRecord``) look like
+    :func:`metamodel_to_arrays` output."""
     return "fusion.A" in arrays and "fusion.strategy" in arrays
 
 

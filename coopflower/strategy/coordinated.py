@@ -509,9 +509,11 @@ class CoordinatedStrategy(FedAvg):
             if n_train < len(node_ids):
                 node_ids = list(np.random.default_rng([rnd, task_id]).choice(
                     node_ids, n_train, replace=False))
+            from coopflower.fusion.serialize import is_metamodel_arrays
+
             # a MetaModel (fusion aggregation) is the initiator's, not a starting point for
             # the contributors' own architectures: they train from scratch, so it stays home
-            to_nodes = ArrayRecord() if "fusion.A" in arrays else arrays
+            to_nodes = ArrayRecord() if is_metamodel_arrays(arrays) else arrays
             content = RecordDict({P.ARRAYS: to_nodes, P.CONFIG: cfg})
             msgs = [Message(content, int(nid), "train") for nid in node_ids]
             self.meter.add_sent(rnd, msgs)
@@ -655,7 +657,8 @@ class CoordinatedStrategy(FedAvg):
         expected = sum(len(v) for v in assignment.verifiers.values()) if assignment else 0
         finish = functools.partial(self._finish_on_chain, rnd, report, votes, by_id, expected,
                                    accuracies, sub_meta, tx0, timeout)
-        if len(votes) < expected or not by_id:
+        settle_first = len(votes) < expected or not by_id  # the votes alone do not decide
+        if settle_first:
             finish(None, None)
             accepted_ids = [sid for sid, v in report.submissions.items() if v[2] == "ACCEPTED"]
         else:
@@ -685,8 +688,8 @@ class CoordinatedStrategy(FedAvg):
         report.bytes = self.meter.total(rnd)
         for f in report.failures:
             log(WARNING, "round %d: node %d failed in %s: %s", rnd, f.node_id, f.phase, f.reason)
-        if len(votes) < expected or not by_id:
-            self._record_metamodel(rnd, report, meta, tx0)
+        if settle_first:
+            self._record_metamodel(rnd, report, meta, tx0, sub_meta)
             tail = None
         elif pipeline:
             report.overlapped_phases = ("vote", "settle", "record")
@@ -732,7 +735,6 @@ class CoordinatedStrategy(FedAvg):
         if tallied is not None and on_chain != sorted(tallied):
             raise StrategyError(f"round {rnd}: the contract accepted {on_chain}, the relayed "
                                 f"votes decide {sorted(tallied)}")
-        report.train_metrics = self._train_metrics(sub_meta, report)
         report.verify_metrics = MetricRecord({
             "votes": len(votes),
             "mean-verifier-accuracy": float(np.mean(accuracies)) if accuracies else 0.0,
@@ -740,10 +742,10 @@ class CoordinatedStrategy(FedAvg):
             "failures": len(report.failures),
         })
         if tallied is not None:
-            self._record_metamodel(rnd, report, meta, tx0)
+            self._record_metamodel(rnd, report, meta, tx0, sub_meta)
 
-    def _record_metamodel(self, rnd: int, report: RoundReport,
-                          meta: tuple[bytes, bytes] | None, tx0: int) -> None:
+    def _record_metamodel(self, rnd: int, report: RoundReport, meta: tuple[bytes, bytes] | None,
+                          tx0: int, sub_meta: Sequence[Message]) -> None:
         """Record the MetaModel's CID and content hash on chain (one tx) and close the
         round's accounts: phases, transactions, train and verification metrics."""
         ledger = self.ledger
@@ -756,7 +758,7 @@ class CoordinatedStrategy(FedAvg):
                 rec.detail = "nothing to record"
         report.tx = ledger.chain.tx_count - tx0
         report.phase_seconds = self.phases.seconds(rnd)
-        report.train_metrics = MetricRecord({**dict(report.train_metrics), "tx": report.tx})
+        report.train_metrics = self._train_metrics(sub_meta, report)
 
     def _train_metrics(self, replies: Sequence[Message], report: RoundReport) -> MetricRecord:
         n = [_metric(m, "num-examples") for m in replies]
