@@ -209,3 +209,21 @@ def test_settlement_rules() -> None:
     s = settle_submission([None, False, None], 2, 100, 10, 7, 5)  # no quorum
     assert s.tally.status is Status.NO_QUORUM and s.fees == {1: 10}
     assert set(s.penalties) == {0, 2}
+
+
+def test_lazy_ledger_exports_agree_and_signing_needs_no_web3() -> None:
+    """``coopflower.ledger`` names each export three times (types, lazy map, ``__all__``):
+    they must agree, every name must resolve, and the signing path must stay free of web3."""
+    import subprocess
+    import sys
+
+    import coopflower.ledger as ledger
+
+    assert sorted(ledger._LAZY) == sorted(ledger.__all__)
+    for name in ledger.__all__:
+        assert getattr(ledger, name) is not None
+    code = ("import sys, coopflower.ledger.eip712, coopflower.client.keys; "
+            "print('web3' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "False"
