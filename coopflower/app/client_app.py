@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from flwr.clientapp import ClientApp
+from coopflower.client import make_client_app
 
-from coopflower.client import register_handlers
-
-app = register_handlers(ClientApp())
+app = make_client_app()

@@ -9,21 +9,37 @@ One call adds the handlers to a user's existing ClientApp::
     app = ClientApp()
     register_handlers(app)
 
+or, for a simulation whose nodes should all get some node config keys (Flower gives a simulated
+node only ``partition-id`` and ``num-partitions``)::
+
+    from coopflower.client import make_client_app
+
+    app = make_client_app({"partition-file": "/tmp/parts.npz", "model": "table4"})
+
 Node config keys (``flower-supernode --node-config "..."``; simulation sets the first two):
 ``partition-id``, ``num-partitions``, ``key-file`` (the node's Ethereum key, created on first
 start; default ``$COOPFLOWER_HOME/keys/node-<partition-id>.json``, home ``~/.coopflower``),
 ``model`` (a Table I/IV name, default ``table4``), ``partition`` (``iid``, ``dirichlet``,
 ``labels``), ``alpha``, ``labels`` (e.g. ``"0,1,2,3,4"``), ``data-seed``, ``store``
-(overrides the server's storage spec, e.g. the node's own IPFS RPC URL), ``mnist-dir``.
+(overrides the server's storage spec, e.g. the node's own IPFS RPC URL), ``mnist-dir``,
+``partition-file`` (an ``.npz`` of ``train-<pid>``/``verify-<pid>`` index arrays, written by
+``coopflower.client.data.write_partition_file``; when set it replaces ``partition``, ``alpha``
+and ``data-seed`` for the split, and an empty ``verify-<pid>`` makes a pure contributor).
+
+Train config keys of the local recipe (besides ``epochs``, ``lr``, ``batch-size``, ``seed``):
+``momentum`` (default 0.9), ``lr-schedule`` (``constant`` | ``cosine``), ``augment-shift``
+(pixels), ``augment-rotate`` (degrees), ``augment-scale`` (fraction), all 0 by default (none).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__all__ = ["register_handlers"]
+__all__ = ["register_handlers", "make_client_app"]
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from flwr.clientapp import ClientApp
 
 
@@ -40,3 +56,20 @@ def register_handlers(app: ClientApp) -> ClientApp:
 
     return _register(app)
 
+
+
+def make_client_app(
+    node_config: Mapping[str, str | int | float | bool] | None = None,
+) -> ClientApp:
+    """A ``ClientApp`` with coopflower's four handlers whose nodes also get ``node_config``'s
+    keys where their own node config does not set them (the node's own keys win).
+
+    Args:
+        node_config: default node config keys, e.g. ``{"partition-file": "parts.npz"}``.
+
+    Returns:
+        The new ``ClientApp`` (it pickles, so it can be shipped to Ray actors).
+    """
+    from coopflower.client.handlers import make_client_app as _make
+
+    return _make(node_config)

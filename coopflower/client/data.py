@@ -5,19 +5,28 @@ evaluation) and a ``pool`` shared out among ``num_partitions`` nodes (IID, Diric
 label skew, or IID restricted to a node's own label subset, as in the paper's Table II). Each
 node's share is split again into its ``train`` part (as a computing contributor) and its
 ``verify`` part (as a verification contributor). Parts are disjoint and deterministic by seed.
+
+An experiment that needs its own split writes it with ``write_partition_file`` (an ``.npz``
+with ``train-<pid>`` and ``verify-<pid>`` per node) and points each node's ``partition-file``
+key at it; ``partition_from_file`` reads and checks the node's parts (no pickles).
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from coopflower.data.partition import dirichlet_partition, iid_partition, stratified_split
 
-__all__ = ["NodeDataError", "NodeSplit", "node_split", "test_indices", "parse_labels"]
+__all__ = ["NodeDataError", "NodeSplit", "node_split", "test_indices", "parse_labels",
+           "partition_from_file", "write_partition_file", "check_split"]
 
 IntArray = npt.NDArray[np.int64]
 SCHEMES = ("iid", "dirichlet", "labels")
@@ -113,3 +122,104 @@ def node_split(
     shuffled = np.random.default_rng([seed, partition_id]).permutation(mine)
     n_verify = max(1, int(round(mine.size * verify_fraction)))
     return NodeSplit(train=np.sort(shuffled[n_verify:]), verify=np.sort(shuffled[:n_verify]))
+
+
+def check_split(train: npt.ArrayLike, verify: npt.ArrayLike, num_samples: int | None = None,
+                *, where: str = "split") -> NodeSplit:
+    """Check one node's parts: 1-D integer indices, no repeats, ``train`` and ``verify``
+    disjoint, ``train`` non-empty (``verify`` may be empty: a pure contributor), every index in
+    ``[0, num_samples)`` (only non-negative when ``num_samples`` is None).
+
+    Args:
+        train, verify: the node's index arrays.
+        num_samples: the dataset's size, if known.
+        where: names the parts in error messages (e.g. the file and partition id).
+
+    Returns:
+        The ``NodeSplit`` (int64 copies). Raises ``NodeDataError`` naming the problem.
+    """
+    parts: dict[str, IntArray] = {}
+    for name, value in (("train", train), ("verify", verify)):
+        arr = np.asarray(value)
+        if arr.ndim != 1:
+            raise NodeDataError(f"{where}: {name} must be 1-D indices, got shape {arr.shape}")
+        if arr.size and not np.issubdtype(arr.dtype, np.integer):
+            raise NodeDataError(f"{where}: {name} must hold integers, got dtype {arr.dtype}")
+        idx = arr.astype(np.int64)
+        if idx.size and idx.min() < 0:
+            raise NodeDataError(f"{where}: {name} holds a negative index {int(idx.min())}")
+        if num_samples is not None and idx.size and idx.max() >= num_samples:
+            raise NodeDataError(f"{where}: {name} index {int(idx.max())} out of range for "
+                                f"{num_samples} samples")
+        if np.unique(idx).size != idx.size:
+            raise NodeDataError(f"{where}: {name} repeats indices")
+        parts[name] = idx
+    if parts["train"].size == 0:
+        raise NodeDataError(f"{where}: train is empty")
+    both = np.intersect1d(parts["train"], parts["verify"])
+    if both.size:
+        raise NodeDataError(f"{where}: train and verify overlap in {both.size} indices "
+                            f"(e.g. {int(both[0])})")
+    return NodeSplit(train=parts["train"], verify=parts["verify"])
+
+
+def partition_from_file(path: str | os.PathLike[str], partition_id: int,
+                        num_samples: int) -> NodeSplit:
+    """This node's parts from a partition file (``write_partition_file``'s format).
+
+    Args:
+        path: the ``.npz`` file, holding 1-D integer arrays ``train-<pid>``, ``verify-<pid>``.
+        partition_id: this node's ``pid``.
+        num_samples: the size of the dataset the indices point into.
+
+    Returns:
+        ``NodeSplit``. Raises ``NodeDataError`` naming the file and the problem (missing file,
+        not an npz, pickled or missing arrays, bad indices).
+    """
+    where = f"partition file {os.fspath(path)}"
+    keys = (f"train-{partition_id}", f"verify-{partition_id}")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise NodeDataError(f"{where}: no such file") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise NodeDataError(f"{where}: not an npz file ({exc})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise NodeDataError(f"{where}: not an npz file (a single .npy array)")
+    with loaded:
+        missing = [k for k in keys if k not in loaded.files]
+        if missing:
+            raise NodeDataError(f"{where}: lacks {missing} for partition {partition_id}")
+        try:
+            train, verify = (loaded[k] for k in keys)
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:  # object arrays, bad members
+            raise NodeDataError(f"{where}: unreadable arrays for partition {partition_id} "
+                                f"({exc})") from None
+    return check_split(train, verify, num_samples, where=f"{where}, partition {partition_id}")
+
+
+def write_partition_file(path: str | os.PathLike[str], parts: Sequence[NodeSplit]) -> None:
+    """Write every node's parts (partition id = position in ``parts``) to an ``.npz`` file,
+    atomically (written beside ``path``, then renamed), at exactly ``path``.
+
+    Args:
+        path: the file to write.
+        parts: one ``NodeSplit`` per node, each checked as ``check_split`` does.
+
+    Raises ``NodeDataError`` on a bad part (nothing is written then).
+    """
+    if not parts:
+        raise NodeDataError("write_partition_file needs at least one node's parts")
+    arrays: dict[str, IntArray] = {}
+    for pid, part in enumerate(parts):
+        split = check_split(part.train, part.verify, where=f"partition {pid}")
+        arrays[f"train-{pid}"], arrays[f"verify-{pid}"] = split.train, split.verify
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

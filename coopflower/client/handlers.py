@@ -5,6 +5,11 @@ Each handler is a thin adapter: it reads the message and the node config, calls 
 pieces (``coopflower.training``, ``coopflower.blob``, the ledger's EIP-712 signing, the store)
 and builds the reply. Errors inside a handler surface to the strategy as Flower error replies,
 which it records; a malformed model under verification is a signed "no" vote, not an error.
+
+A contributor whose architecture the global model does not fit (a MetaModel under gradual
+fusion, sent down as empty arrays) keeps its own trained weights in ``context.state`` (which
+Flower carries from one message of a run to the node's next) and continues from them in the
+next round, instead of starting from scratch each round.
 """
 
 from __future__ import annotations
@@ -22,17 +27,25 @@ import numpy.typing as npt
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from coopflower.client import protocol as P
-from coopflower.client.data import node_split, parse_labels
+from coopflower.client.data import node_split, parse_labels, partition_from_file
 from coopflower.client.keys import NodeKey, load_or_create_key
 
 if TYPE_CHECKING:
     from flwr.clientapp import ClientApp
+    from flwr.clientapp.typing import ClientAppCallable, Mod
     from torch import nn
 
+    from coopflower.augment import Augment
+
 __all__ = ["NodeSettings", "LocalData", "local_data", "register_handlers", "handle_train",
-           "handle_verify", "handle_evaluate", "handle_register"]
+           "handle_verify", "handle_evaluate", "handle_register", "TrainRecipe", "train_recipe",
+           "make_client_app", "fill_node_config", "PRIVATE_MODEL", "PRIVATE_MODEL_INFO"]
 
 DEFAULT_MODEL = "table4"
+# context.state keys: the contributor's own trained weights and {model, round} they belong to
+PRIVATE_MODEL = "coopflower.private-model"
+PRIVATE_MODEL_INFO = "coopflower.private-model-info"
+NodeConfigValue = str | int | float | bool
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,7 @@ class NodeSettings:
     data_seed: int
     store: str | None
     mnist_dir: str | None
+    partition_file: str | None = None
 
     @classmethod
     def from_node_config(cls, cfg: Mapping[str, Any]) -> NodeSettings:
@@ -61,6 +75,8 @@ class NodeSettings:
             key_file = Path(str(cfg.get("key-file", key_default))).expanduser()
             store = str(cfg["store"]) if cfg.get("store") else None
             mnist_dir = str(cfg["mnist-dir"]) if cfg.get("mnist-dir") else None
+            pfile = cfg.get("partition-file")
+            partition_file = str(Path(str(pfile)).expanduser()) if pfile else None
             return cls(
                 partition_id=pid,
                 num_partitions=num,
@@ -72,6 +88,7 @@ class NodeSettings:
                 data_seed=int(cfg.get("data-seed", 0)),
                 store=store,
                 mnist_dir=mnist_dir,
+                partition_file=partition_file,
             )
         except (TypeError, ValueError) as exc:
             raise P.ProtocolError(f"bad node config {dict(cfg)}: {exc}") from None
@@ -87,23 +104,42 @@ class LocalData:
     verify_y: npt.NDArray[np.int64]
 
 
-@functools.lru_cache(maxsize=64)
 def local_data(settings: NodeSettings) -> LocalData:
-    """Load MNIST and cut out this node's parts (cached per process: a simulation worker
-    serves many nodes in turn, and reloading the digits for each message costs more than
-    evaluating a small model)."""
+    """Load MNIST and cut out this node's parts: from its ``partition-file`` when set, else by
+    ``node_split`` (cached per process: a simulation worker serves many nodes in turn, and
+    reloading the digits for each message costs more than evaluating a small model).
+
+    Returns:
+        ``LocalData``. Raises ``NodeDataError`` on an unusable split or partition file.
+    """
+    stamp: tuple[int, int] | None = None
+    if settings.partition_file:
+        try:  # a rewritten file is read again, not served from the cache
+            st = os.stat(settings.partition_file)
+            stamp = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None  # partition_from_file names the missing file
+    return _local_data(settings, stamp)
+
+
+@functools.lru_cache(maxsize=64)
+def _local_data(settings: NodeSettings, stamp: tuple[int, int] | None) -> LocalData:
     from coopflower.data.mnist import load_mnist
 
     data = load_mnist(settings.mnist_dir)
-    split = node_split(
-        data.labels,
-        settings.partition_id,
-        settings.num_partitions,
-        scheme=settings.partition,
-        alpha=settings.alpha,
-        label_subset=settings.labels,
-        seed=settings.data_seed,
-    )
+    if settings.partition_file:
+        split = partition_from_file(settings.partition_file, settings.partition_id,
+                                    int(data.labels.shape[0]))
+    else:
+        split = node_split(
+            data.labels,
+            settings.partition_id,
+            settings.num_partitions,
+            scheme=settings.partition,
+            alpha=settings.alpha,
+            label_subset=settings.labels,
+            seed=settings.data_seed,
+        )
     return LocalData(
         data.images[split.train], data.labels[split.train],
         data.images[split.verify], data.labels[split.verify],
@@ -173,6 +209,71 @@ def _node_key(settings: NodeSettings, context: Context) -> NodeKey:
     return load_or_create_key(settings.key_file)
 
 
+@dataclass(frozen=True)
+class TrainRecipe:
+    """How a contributor trains locally, from the train config: SGD ``momentum``,
+    ``lr_schedule`` (``"constant"`` or ``"cosine"``) and random ``augment`` (None: none)."""
+
+    momentum: float = 0.9
+    lr_schedule: str = "constant"
+    augment: Augment | None = None
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def train_recipe(cfg: Mapping[str, Any]) -> TrainRecipe:
+    """Read ``momentum`` (default 0.9), ``lr-schedule`` (``constant``/``cosine``) and
+    ``augment-shift`` (pixels), ``augment-rotate`` (degrees), ``augment-scale`` (fraction), all
+    default 0 = no augmentation, from a train config.
+
+    Returns:
+        ``TrainRecipe``. Raises ``ProtocolError`` on a bad value.
+    """
+    from coopflower.augment import Augment
+
+    momentum = P.get_float(cfg, "momentum", 0.9)
+    if not 0.0 <= momentum < 1.0:
+        raise P.ProtocolError(f"config 'momentum' must be in [0, 1), got {momentum}")
+    schedule = P.get_str(cfg, "lr-schedule", "constant")
+    if schedule not in LR_SCHEDULES:
+        raise P.ProtocolError(f"config 'lr-schedule' must be one of {LR_SCHEDULES}, "
+                              f"got {schedule!r}")
+    shift, rotate, scale = (P.get_float(cfg, f"augment-{k}", 0.0)
+                            for k in ("shift", "rotate", "scale"))
+    augment = None
+    if shift or rotate or scale:
+        try:
+            augment = Augment(shift=shift, rotate=rotate, scale=scale)
+        except ValueError as exc:
+            raise P.ProtocolError(f"config augment-*: {exc}") from None
+    return TrainRecipe(momentum=momentum, lr_schedule=schedule, augment=augment)
+
+
+def _resume_private(model: nn.Module, name: str, state: RecordDict) -> int:
+    """Load the contributor's own weights kept in ``state`` by an earlier round into ``model``
+    when they are of the same architecture ``name``.
+
+    Returns:
+        The server round they were trained in (0: nothing to continue from).
+    """
+    info = state.config_records.get(PRIVATE_MODEL_INFO)
+    record = state.array_records.get(PRIVATE_MODEL)
+    if info is None or record is None or info.get("model") != name:
+        return 0
+    if not _load_global(model, record):
+        return 0
+    rnd = info.get("round", 0)
+    return int(rnd) if isinstance(rnd, int) else 0
+
+
+def _keep_private(model: nn.Module, name: str, server_round: int, state: RecordDict) -> None:
+    """Keep the contributor's trained weights in ``state`` for its next round."""
+    state.array_records[PRIVATE_MODEL] = _arrays_of(model)
+    state.config_records[PRIVATE_MODEL_INFO] = ConfigRecord(
+        {"model": name, "round": max(server_round, 1)})
+
+
 def handle_train(msg: Message, context: Context) -> Message:
     """Train locally; in ``coop`` mode upload the blob and return a signed submission."""
     import torch
@@ -184,21 +285,29 @@ def handle_train(msg: Message, context: Context) -> Message:
     settings = NodeSettings.from_node_config(context.node_config)
     cfg = _config(msg)
     mode = P.get_str(cfg, "mode", P.MODE_FEDAVG)
+    recipe = train_recipe(cfg)
+    server_round = P.get_int(cfg, "server-round", 0)
     data = local_data(settings)
     seed = P.get_int(cfg, "seed", 0) * 1000 + settings.partition_id
     torch.manual_seed(seed)
     arrays = msg.content.array_records.get(P.ARRAYS)
     name = _model_name(settings, arrays, cfg)
     model = build_model(name)
-    if not _load_global(model, arrays) and mode == P.MODE_FEDAVG and arrays:
+    loaded = _load_global(model, arrays)
+    if not loaded and mode == P.MODE_FEDAVG and arrays:
         raise P.ProtocolError(f"the global model does not fit this node's {name}: FedAvg "
                               "needs one architecture (use the coordinated strategy)")
+    # no usable global model: continue from this contributor's own model of an earlier round
+    continued = 0 if loaded else _resume_private(model, name, context.state)
     res = train_model(
         model, data.train_x, data.train_y,
         epochs=P.get_int(cfg, "epochs", 1),
         lr=P.get_float(cfg, "lr", 0.05),
         batch_size=P.get_int(cfg, "batch-size", 32),
-        seed=seed + P.get_int(cfg, "server-round", 0),
+        momentum=recipe.momentum,
+        seed=seed + server_round,
+        augment=recipe.augment,
+        lr_schedule=recipe.lr_schedule,
     )
     metrics: dict[str, int | float | list[int] | list[float]] = {
         "num-examples": res.num_examples,
@@ -212,6 +321,8 @@ def handle_train(msg: Message, context: Context) -> Message:
         return Message(content=content, reply_to=msg)
     if mode != P.MODE_COOP:
         raise P.ProtocolError(f"unknown mode {mode!r}")
+    _keep_private(model, name, server_round, context.state)
+    metrics["continued-from-round"] = continued
 
     from coopflower.blob import state_dict_to_blob
     from coopflower.client import duties
@@ -244,6 +355,16 @@ def handle_train(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
+def _need_verify_data(settings: NodeSettings, data: LocalData, duty: str) -> None:
+    """Raise ``ProtocolError`` when the node holds no verification digits (a pure contributor,
+    e.g. an empty ``verify-<pid>`` in its partition file) but is asked to ``duty``."""
+    if data.verify_y.size == 0:
+        source = (f"its partition file {settings.partition_file}" if settings.partition_file
+                  else "its split")
+        raise P.ProtocolError(f"node {settings.partition_id} cannot {duty}: {source} gives it "
+                              "no verification digits (a pure contributor)")
+
+
 def handle_verify(msg: Message, context: Context) -> Message:
     """Fetch each assigned model by CID, check it, evaluate it on local data, vote (signed)."""
     from coopflower.client import duties
@@ -258,6 +379,8 @@ def handle_verify(msg: Message, context: Context) -> Message:
         raise P.ProtocolError("submission-ids, cids and content-hashes differ in length")
     min_bps = P.get_int(cfg, "min-accuracy-bps")
     data = local_data(settings)
+    if ids:
+        _need_verify_data(settings, data, "verify")
     key = _node_key(settings, context)
     store_spec = _store_spec(settings, cfg)
     approve: list[bool] = []
@@ -305,6 +428,7 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
     t0 = time.perf_counter()
     settings = NodeSettings.from_node_config(context.node_config)
     data = local_data(settings)
+    _need_verify_data(settings, data, "evaluate")
     arrays = msg.content.array_records.get(P.ARRAYS)
     name = _model_name(settings, arrays, {})
     model = build_model(name)
@@ -344,4 +468,42 @@ def register_handlers(app: ClientApp) -> ClientApp:
     app.evaluate("verify")(handle_verify)
     app.query("register")(handle_register)
     return app
+
+
+def fill_node_config(defaults: Mapping[str, NodeConfigValue], msg: Message, context: Context,
+                     call_next: ClientAppCallable) -> Message:
+    """A Flower mod: put ``defaults`` into ``context.node_config`` where the node's own config
+    does not set them (its own keys win), then call the handler.
+
+    Args:
+        defaults: node config keys and values. msg, context, call_next: as for any mod.
+
+    Returns:
+        The handler's reply.
+    """
+    for key, value in defaults.items():
+        context.node_config.setdefault(key, value)
+    return call_next(msg, context)
+
+
+def make_client_app(node_config: Mapping[str, NodeConfigValue] | None = None) -> ClientApp:
+    """A ``ClientApp`` with the four handlers whose nodes also get ``node_config``'s keys where
+    their own node config lacks them (in simulation Flower sets only ``partition-id`` and
+    ``num-partitions``). Module-level functions only, so it pickles to Ray actors.
+
+    Args:
+        node_config: e.g. ``{"partition-file": "/tmp/parts.npz", "model": "table4"}``.
+
+    Returns:
+        The new ``ClientApp``. Raises ``ProtocolError`` on a value that is not str, int, float
+        or bool.
+    """
+    from flwr.clientapp import ClientApp
+
+    defaults = dict(node_config or {})
+    for key, value in defaults.items():
+        if not isinstance(key, str) or not isinstance(value, str | int | float | bool):
+            raise P.ProtocolError(f"node config {key!r}: {value!r} is not str/int/float/bool")
+    mods: list[Mod] = [functools.partial(fill_node_config, defaults)] if defaults else []
+    return register_handlers(ClientApp(mods=mods))
 
