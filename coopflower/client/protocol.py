@@ -9,9 +9,12 @@ Messages (``RecordDict`` keys, ``ConfigRecord`` fields):
   ``{address, signature}`` (its consent to be registered, signed with its own key).
 - ``train`` -> ``@app.train()``: ``arrays`` (the global model, may be empty) and ``config``
   ``{server-round, mode, task-id, round, epochs, lr, batch-size, seed, store, chain-id,
-  contract}``. In ``mode="coop"`` the contributor uploads its blob and answers with
-  ``submission`` ``{cid, content-hash, signature, contributor, model}`` and ``metrics``; in
-  ``mode="fedavg"`` it answers like any Flower client, with ``arrays`` and ``metrics``.
+  contract}`` and optionally the local recipe ``{momentum, lr-schedule, augment-shift,
+  augment-rotate, augment-scale}``. In ``mode="coop"`` the contributor uploads its blob and
+  answers with ``submission`` ``{cid, content-hash, signature, contributor, model}`` and
+  ``metrics`` (``continued-from-round``: the round of its own model it continued from, 0 when
+  it started from the global model or from scratch); in ``mode="fedavg"`` it answers like any
+  Flower client, with ``arrays`` and ``metrics``.
 - ``evaluate.verify`` -> ``@app.evaluate("verify")``: ``config`` ``{server-round, task-id,
   round, submission-ids, cids, content-hashes, min-accuracy-bps, store, chain-id, contract}``;
   the verifier answers with ``votes`` ``{submission-ids, approve, signatures, accuracy-bps,
