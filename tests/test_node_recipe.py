@@ -302,12 +302,15 @@ def test_fill_node_config_lets_the_node_own_keys_win() -> None:
         make_client_app({"partition-file": None})  # type: ignore[dict-item]
 
 
+@pytest.mark.parametrize("min_bps", [1000, 10000])
 def test_simulated_contributors_continue_from_their_own_models(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, min_bps: int
 ) -> None:
     """3 simulated nodes (Ray), CoordinatedStrategy with gradual fusion (Strategy II) on the
     embedded chain and store, 2 rounds: in round 2 every contributor continues from its own
-    round-1 model, and each trains on exactly its partition file's digits."""
+    round-1 model, and each trains on exactly its partition file's digits. With a criterion
+    of 100% (10000 bps) no model is accepted, so no MetaModel exists: the contributors still
+    continue their own models instead of restarting from the initial arrays."""
     monkeypatch.setenv("COOPFLOWER_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("RAY_TMPDIR", "/tmp/coopflower-ray")
     monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
@@ -355,7 +358,7 @@ def test_simulated_contributors_continue_from_their_own_models(
     @server.main()
     def main(grid: Grid, context: Context) -> None:
         strategy = CoordinatedStrategy(
-            task=TaskConfig(k=2, quorum=1, min_accuracy_bps=1000), store=store,
+            task=TaskConfig(k=2, quorum=1, min_accuracy_bps=min_bps), store=store,
             aggregate_fn=aggregate, min_available_nodes=3, min_train_nodes=3)
         out["result"] = strategy.start(
             grid=grid, initial_arrays=initial_arrays("table4"), num_rounds=2,
@@ -371,7 +374,11 @@ def test_simulated_contributors_continue_from_their_own_models(
     assert "strategy" in out, "the ServerApp did not finish"
     first, second = out["strategy"].reports
     assert not first.failures and not second.failures
-    assert first.meta_cid and second.meta_cid  # fused: round 2's nodes got empty arrays
+    if min_bps == 1000:  # fused: round 2's nodes got empty arrays
+        assert first.meta_cid and second.meta_cid
+    else:  # nothing accepted, nothing fused: the initial arrays stay home in round 2 too
+        assert first.accepted == second.accepted == 0
+        assert first.meta_cid is None and second.meta_cid is None
 
     pid_of = {}
     for kind, _, replies in calls:

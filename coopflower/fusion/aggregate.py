@@ -55,6 +55,12 @@ class FusionAggregate:
         self.on_epoch = on_epoch
         self.last: FusionResult | None = None
 
+    @property
+    def produces_metamodel(self) -> bool:
+        """True for fusion (Strategies I and II): the result fits no contributor, so the
+        coordinated strategy lets contributors continue their own private models."""
+        return self.mode != "average"
+
     def __call__(
         self,
         models: Sequence[Any],

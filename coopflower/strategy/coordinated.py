@@ -215,7 +215,9 @@ class CoordinatedStrategy(FedAvg):
         store: the storage spec (directory or IPFS RPC URL) the initiator and, unless their
             node config says otherwise, the nodes use (default: the embedded store's folder).
         aggregate_fn: turns the accepted models into the new global arrays (default:
-            weighted averaging; the MetaModel fusion plugs in here).
+            weighted averaging; the MetaModel fusion plugs in here). When it has a true
+            ``produces_metamodel`` attribute (``coopflower.fusion.make_fusion_aggregate``),
+            rounds after the first send no arrays down: contributors continue their own models.
         verify_timeout: seconds to wait for votes (default: ``start``'s ``timeout``).
         encryption: ``"elementwise"`` to have contributors encrypt their models' first layer
             with IVHE under the initiator's public key (published by CID), verifiers evaluate
@@ -512,8 +514,11 @@ class CoordinatedStrategy(FedAvg):
             from coopflower.fusion.serialize import is_metamodel_arrays
 
             # a MetaModel (fusion aggregation) is the initiator's, not a starting point for
-            # the contributors' own architectures: they train from scratch, so it stays home
-            to_nodes = ArrayRecord() if is_metamodel_arrays(arrays) else arrays
+            # the contributors' own architectures, so it stays home: after round 1 the
+            # contributors continue their own private models (even before any MetaModel exists,
+            # when no model was accepted yet: the initial arrays would restart them)
+            fusing = rnd > 1 and bool(getattr(self.aggregate_fn, "produces_metamodel", False))
+            to_nodes = ArrayRecord() if fusing or is_metamodel_arrays(arrays) else arrays
             content = RecordDict({P.ARRAYS: to_nodes, P.CONFIG: cfg})
             msgs = [Message(content, int(nid), "train") for nid in node_ids]
             self.meter.add_sent(rnd, msgs)
