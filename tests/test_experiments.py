@@ -20,6 +20,7 @@ from experiments.paper import CONF_DIR, run
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["scale=tiny", "fusion.epochs_stage1=1", "fusion.epochs_stage2=1",
         "fusion.augment_copies=1", "case1.criterion=0",
+        "case1.fusion_repeats=2",
         "case3.criterion=0", "case1.models=[table4,table4,table1_c1]", "threads=1"]
 
 
@@ -60,11 +61,25 @@ def test_pipeline_at_tiny_sizes(tmp_path: Path) -> None:
     c1 = results["case1"]
     assert len(c1["contributors"]) == 3 and c1["accepted"] == 3
     assert len(c1["meta_acc_by_models"]["I"]) == len(c1["meta_acc_by_models"]["II"]) == 3
+    for s in ("I", "II"):  # each cell is the mean of its fusion runs (one per fusion seed)
+        runs = c1["meta_runs_by_models"][s]
+        assert [len(r) for r in runs] == [2, 2, 2]
+        assert c1["meta_acc_by_models"][s] == [round(float(np.mean(r)), 2) for r in runs]
+    assert summary["case1_meta_acc_strategy2"] == c1["meta_acc_by_models"]["II"][-1]
     assert c1["sizes"]["contributors_train"] == [50, 50, 50]
     assert [len(c["verifier_accuracies"]) for c in c1["contributors"]] == [3, 3, 3]
     c2 = results["case2"]
     assert set(c2["meta_acc_by_models"]) == {"plain", "p32", "p128"}
-    assert results["case3"]["partial"]["bytes_fedavg"] > 0
+    c3 = results["case3"]
+    assert (c3["rounds"], c3["coop_rounds"], c3["coop_epochs"]) == (2, 1, 2)
+    for scenario in ("diverse", "partial"):  # real Flower runs: curves, chain, bytes metered
+        r = c3[scenario]
+        assert len(r["fedavg_acc_by_round"]) == 3 and len(r["coop_acc_by_round"]) == 2
+        assert r["coop"]["submissions_by_round"] == [3] and r["accepted"] == 3  # criterion 0
+        assert r["coop"]["tx_by_round"] == [5] and r["coop"]["meta_cids"][0]  # MetaModel recorded
+        assert not r["coop"]["failures"]
+        assert len(r["fedavg_bytes_by_round"]) == 2 and min(r["fedavg_bytes_by_round"]) > 0
+        assert r["bytes_coop"] > 0
     written = json.loads((tmp_path / "results.json").read_text())
     assert written["summary"] == summary
     for png in ("fig10_local_accuracy.png", "fig11_metamodel.png", "fig12_coop_vs_fedavg.png"):
@@ -83,6 +98,6 @@ def test_command_line_multirun_sweep_prints_json_last(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(summary) >= {"case3_coop_acc_partial", "case3_fedavg_acc_partial"}
-    assert "FedAvg round 1/1" in proc.stderr  # progress lines
+    assert "FedAvg accuracy by round" in proc.stderr  # progress lines
     runs = sorted(p.parent.name for p in tmp_path.glob("*/results.json"))
     assert len(runs) == 2 and runs[0].endswith("seed=0") and runs[1].endswith("seed=1"), runs

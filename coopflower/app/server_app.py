@@ -53,25 +53,32 @@ def held_out_parts(labels: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def central_evaluator(
-    model_name: str, indices: np.ndarray | None = None
+    model_name: str, indices: np.ndarray | None = None,
+    digits: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Callable[[int, ArrayRecord], MetricRecord | None]:
     """Central evaluation on held-out test digits (disjoint from every node's data).
 
     Args:
         model_name: the global architecture (plain arrays).
         indices: the digits to evaluate on; ``None``: the whole held-out test part.
+        digits: ``(images, labels)`` to evaluate on instead of the loaded MNIST's (the
+            experiments pass their own test split).
 
     A MetaModel (fusion aggregation) is evaluated as the MetaModel its arrays encode.
     """
-    from coopflower.client.data import test_indices
-    from coopflower.data.mnist import load_mnist
     from coopflower.fusion.serialize import arrays_to_metamodel, is_metamodel_arrays
     from coopflower.models import build_model
     from coopflower.training import evaluate_model, set_weights
 
-    data = load_mnist()
-    idx = test_indices(data.labels) if indices is None else indices
-    x, y = data.images[idx], data.labels[idx]
+    if digits is not None:
+        x, y = digits
+    else:
+        from coopflower.client.data import test_indices
+        from coopflower.data.mnist import load_mnist
+
+        data = load_mnist()
+        idx = test_indices(data.labels) if indices is None else indices
+        x, y = data.images[idx], data.labels[idx]
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         plain = {k: np.asarray(a.numpy()) for k, a in arrays.items()}

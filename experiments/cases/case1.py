@@ -13,9 +13,11 @@ import numpy.typing as npt
 from coopflower.fusion import fuse_models
 
 from .common import (
+    ExperimentError,
     PartySplit,
     accuracy,
     fusion_config,
+    fusion_seed,
     log,
     meta_accuracy,
     pct,
@@ -60,19 +62,32 @@ def run_case1(
         if votes.accepted:
             accepted.append((model, ls))
 
-    fused: dict[str, list[float]] = {"I": [], "II": []}
+    # Each MetaModel is fused `fusion_repeats` times with different fusion seeds (the fusion
+    # network's initialisation and batch order; same models, same data): one run's accuracy
+    # moves by a few test digits with the seed, so the reported figure is the mean.
+    repeats = int(c1.get("fusion_repeats", 1))
+    if repeats < 1:
+        raise ExperimentError(f"case1.fusion_repeats must be >= 1, got {repeats}")
+    runs: dict[str, list[list[float]]] = {"I": [], "II": []}
     val: dict[str, list[float]] = {"I": [], "II": []}
     x_init, y_init = images[split.initiator], labels[split.initiator]
     for k in range(1, len(accepted) + 1):
         for strategy in ("I", "II"):
-            fcfg = fusion_config(cfg["fusion"], strategy, seed)
-            res = fuse_models(accepted[:k], x_init, y_init, fcfg)
-            acc = meta_accuracy(res.meta, images[split.test], labels[split.test])
-            fused[strategy].append(pct(acc))
-            val[strategy].append(pct(res.metrics.val_accuracy))
-            log(f"case I MetaModel, Strategy {strategy}, {k} model(s): test {pct(acc)}% "
-                f"(initiator hold-out {pct(res.metrics.val_accuracy)}%, best epoch "
-                f"{res.metrics.best_epoch}, {res.metrics.seconds:.1f} s)")
+            accs, vals = [], []
+            for r in range(repeats):
+                fcfg = fusion_config(cfg["fusion"], strategy, fusion_seed(seed, r))
+                res = fuse_models(accepted[:k], x_init, y_init, fcfg)
+                accs.append(pct(meta_accuracy(res.meta, images[split.test], labels[split.test])))
+                m = res.metrics
+                vals.append(pct(m.val_accuracy if m.num_val else m.train_accuracy))
+                log(f"case I MetaModel, Strategy {strategy}, {k} model(s), fusion run "
+                    f"{r + 1}/{repeats}: test {accs[-1]}% (initiator's "
+                    f"{'hold-out' if m.num_val else 'training'} accuracy {vals[-1]}%, best epoch "
+                    f"{m.best_epoch}, {m.seconds:.1f} s)")
+            runs[strategy].append(accs)
+            val[strategy].append(round(float(np.mean(vals)), 2))
+    fused = {s: [round(float(np.mean(a)), 2) for a in runs[s]] for s in runs}
+    spread = {s: [round(float(np.std(a)), 2) for a in runs[s]] for s in runs}
 
     union = np.concatenate([split.initiator, *split.verifiers,
                             *[a for pair in split.contributors for a in pair]])
@@ -88,8 +103,11 @@ def run_case1(
         "sizes": split.sizes(),
         "contributors": contributors,
         "accepted": n,
+        "fusion_repeats": repeats,
         "meta_acc_by_models": {"I": fused["I"], "II": fused["II"]},
-        "meta_val_by_models": val,
+        "meta_std_by_models": spread,
+        "meta_runs_by_models": runs,
+        "meta_initiator_acc_by_models": val,
         "meta_acc_strategy1": fused["I"][-1] if n else float("nan"),
         "meta_acc_strategy2": fused["II"][-1] if n else float("nan"),
         "centralised_model": arch,

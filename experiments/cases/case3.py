@@ -1,45 +1,57 @@
-"""Case Study III (paper section V-D, Fig. 12): the coordinated paradigm against FedAvg.
+"""Case Study III (paper section V-D, Fig. 12): the coordinated strategy against FedAvg, both
+run as real Flower simulations (``flwr.simulation.run_simulation``, the shipped ClientApp's
+handlers on simulated SuperNodes).
 
-Both run in process on the same parties and the same total local epochs (no chain, no Flower:
-``bench/round_overhead.py`` measures those costs). Four parties: three computing contributors
-and a fourth with every label. FedAvg: the four parties are its clients, ``rounds`` rounds of
-``local_epochs`` epochs, weighted averaging (``coopflower.strategy.aggregate``). Coordinated:
-the three contributors train ``rounds * local_epochs`` epochs once, one verifier votes, the
-fourth party is the initiator and fuses the accepted models by Strategy II on its own data.
-Bytes moved count model blobs: FedAvg sends the global model to and receives a model from every
-client each round; the coordinated paradigm uploads each private model once, the verifier and
-the initiator each fetch them, and the initiator uploads the MetaModel.
+Four parties: three computing contributors and a fourth with every label (the initiator).
+
+* **FedAvg** (Flower's, :class:`coopflower.strategy.FedAvgBaseline` without a chain log): the
+  four parties are its four clients; ``rounds`` rounds of ``local_epochs`` epochs.
+* **Coordinated** (:class:`coopflower.strategy.CoordinatedStrategy` on the embedded EVM and the
+  embedded content-addressed store): the three contributors are SuperNodes. As in the paper,
+  each trains its private model once for all ``rounds x local_epochs`` epochs (``coop_rounds``
+  = 1; with more, the epochs are spread over that many coordinated rounds and each contributor
+  continues its own model), uploads it by CID and signs the submission; one verifier per model
+  (``k = 1``, the paper's secure setting of V-D) evaluates it on its share of the verification
+  digits and signs its vote; the contract settles; the initiator fuses the accepted models by
+  gradual fusion (Strategy II) on its own digits and records the MetaModel's CID. The
+  initiator is the ServerApp here, not a client.
+
+Both use the same local training recipe (``train`` in the config), the same seeds and digits.
+Central accuracy on the test digits after every round gives the curves; bytes are what each
+strategy's meter counted (Flower messages both ways, plus, for the coordinated strategy, every
+blob put to or fetched from the store).
 
 Scenarios: ``diverse`` (each contributor has all labels, Dirichlet(alpha) proportions) and
 ``partial`` (the contributors have the Table II label subsets)."""
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
+import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from coopflower.blob import state_dict_to_blob
+from coopflower.client.data import NodeSplit
 from coopflower.data.partition import dirichlet_partition, stratified_split
-from coopflower.fusion import fuse_models, metamodel_to_blob
-from coopflower.models import build_model
-from coopflower.strategy.aggregate import AcceptedModel, weighted_average
-from coopflower.training import get_weights, set_weights, train_model
 
 from .common import (
+    ExperimentError,
     IntArray,
     PartySplit,
-    accuracy,
     fusion_config,
     log,
-    meta_accuracy,
     pct,
     split_parties,
-    train_options,
-    vote,
 )
+
+BACKEND: dict[str, Any] = {"client_resources": {"num_cpus": 1},
+                           "init_args": {"num_cpus": os.cpu_count() or 1}}
 
 
 def _diverse_split(labels: npt.NDArray[np.int64], sizes: Mapping[str, int], alpha: float,
@@ -55,6 +67,158 @@ def _diverse_split(labels: npt.NDArray[np.int64], sizes: Mapping[str, int], alph
                       [(p, empty) for p in parts], [tuple(range(10))] * 3)
 
 
+def train_config(cfg: Mapping[str, Any], local_epochs: int, seed: int, arch: str,
+                 store: str) -> dict[str, Any]:
+    """The train ConfigRecord both strategies send: the experiment's local training recipe
+    (``train`` node: learning rate, momentum, batch size, schedule, augmentation)."""
+    tc = cfg["train"]
+    aug = tc.get("augment") or {}
+    return {
+        "epochs": local_epochs, "lr": float(tc["lr"]), "momentum": float(tc["momentum"]),
+        "batch-size": int(tc["batch_size"]), "lr-schedule": str(tc.get("schedule", "constant")),
+        "augment-shift": float(aug.get("shift", 0)), "augment-rotate": float(aug.get("rotate", 0)),
+        "augment-scale": float(aug.get("scale", 0)), "seed": seed, "model": arch, "store": store,
+    }
+
+
+def _run(server_main: Any, num_nodes: int, node_config: dict[str, Any]) -> None:
+    """One Flower simulation: ``server_main(grid)`` as the ServerApp, the shipped handlers
+    (with ``node_config`` filled in) on ``num_nodes`` simulated SuperNodes."""
+    from flwr.app import Context
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.simulation import run_simulation
+
+    from coopflower.client import make_client_app
+
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        server_main(grid)
+
+    run_simulation(server, make_client_app(node_config), num_supernodes=num_nodes,
+                   backend_config=BACKEND)
+
+
+def _curve(result: Any) -> list[float]:
+    metrics = result.evaluate_metrics_serverapp
+    return [pct(float(metrics[r]["accuracy"])) for r in sorted(metrics)]
+
+
+def run_fedavg(cfg: Mapping[str, Any], images: npt.NDArray[np.uint8],
+               labels: npt.NDArray[np.int64], clients: list[IntArray], test: IntArray,
+               seed: int, work: Path) -> dict[str, Any]:
+    """Flower's FedAvg on ``clients`` (one SuperNode each); returns accuracy by round (round 0:
+    the initial model), bytes by round and seconds."""
+    from flwr.app import ConfigRecord
+
+    from coopflower.app.server_app import central_evaluator, initial_arrays
+    from coopflower.client.data import write_partition_file
+    from coopflower.strategy import FedAvgBaseline
+
+    arch = str(cfg["case3"]["model"])
+    rounds, epochs = int(cfg["scale"]["case3_rounds"]), int(cfg["scale"]["case3_epochs"])
+    empty: IntArray = np.empty(0, np.int64)
+    part_file = work / "fedavg-parts.npz"
+    write_partition_file(part_file, [NodeSplit(train=np.sort(c), verify=empty) for c in clients])
+    n = len(clients)
+    out: dict[str, Any] = {}
+
+    def main(grid: Any) -> None:
+        strategy = FedAvgBaseline(fraction_evaluate=0.0, min_available_nodes=n,
+                                  min_train_nodes=n)
+        out["result"] = strategy.start(
+            grid=grid, initial_arrays=initial_arrays(arch, seed), num_rounds=rounds,
+            train_config=ConfigRecord(train_config(cfg, epochs, seed, arch, "")),
+            evaluate_fn=central_evaluator(arch, digits=(images[test], labels[test])))
+        out["strategy"] = strategy
+
+    _run(main, n, _node_config(cfg, part_file))
+    if "result" not in out:
+        raise RuntimeError("the FedAvg simulation did not finish (see Flower's log above)")
+    strategy = out["strategy"]
+    return {"acc_by_round": _curve(out["result"]),
+            "bytes_by_round": [strategy.meter.total(r) for r in range(1, rounds + 1)]}
+
+
+def run_coordinated(cfg: Mapping[str, Any], images: npt.NDArray[np.uint8],
+                    labels: npt.NDArray[np.int64], split: PartySplit, seed: int,
+                    work: Path) -> dict[str, Any]:
+    """The coordinated strategy with gradual fusion on the three contributors; returns accuracy
+    by round, bytes, transactions, gas and per-round acceptance."""
+    from flwr.app import ConfigRecord
+
+    from coopflower.app.server_app import central_evaluator, initial_arrays
+    from coopflower.client.data import write_partition_file
+    from coopflower.fusion import make_fusion_aggregate
+    from coopflower.ledger import CoopLedger, connect
+    from coopflower.strategy import CoordinatedStrategy, TaskConfig
+
+    c3 = cfg["case3"]
+    arch = str(c3["model"])
+    rounds, epochs = coop_schedule(cfg)
+    # the verifier's digits are shared out: contributor i verifies others' models on share i
+    shares = np.array_split(np.random.default_rng(seed).permutation(
+        np.concatenate(split.verifiers)), len(split.contributors))
+    parts = [NodeSplit(train=np.sort(tr), verify=np.sort(v))
+             for (tr, _), v in zip(split.contributors, shares, strict=True)]
+    part_file = work / "coop-parts.npz"
+    write_partition_file(part_file, parts)
+    store = str(work / "store")
+    n = len(parts)
+    fusion = make_fusion_aggregate(images[split.initiator], labels[split.initiator], "II",
+                                   fusion_config(cfg["fusion"], "II", seed))
+    out: dict[str, Any] = {}
+
+    def main(grid: Any) -> None:
+        ledger = CoopLedger.deploy(connect(None))
+        strategy = CoordinatedStrategy(
+            task=TaskConfig(k=1, quorum=1, min_accuracy_bps=round(float(c3["criterion"]) * 1e4)),
+            ledger=ledger, store=store, aggregate_fn=fusion, min_available_nodes=n,
+            min_train_nodes=n, progress=sys.stderr)
+        out["result"] = strategy.start(
+            grid=grid, initial_arrays=initial_arrays(arch, seed), num_rounds=rounds,
+            train_config=ConfigRecord(train_config(cfg, epochs, seed, arch, store)),
+            evaluate_fn=central_evaluator(arch, digits=(images[split.test],
+                                                        labels[split.test])))
+        out["strategy"] = strategy
+
+    _run(main, n, _node_config(cfg, part_file))
+    if "result" not in out:
+        raise RuntimeError("the coordinated simulation did not finish (see Flower's log above)")
+    strategy = out["strategy"]
+    reports = strategy.reports
+    return {
+        "acc_by_round": _curve(out["result"]),
+        "bytes_by_round": [r.bytes for r in reports],
+        "tx_by_round": [r.tx for r in reports],
+        "gas_by_round": [r.gas for r in reports],
+        "accepted_by_round": [r.accepted for r in reports],
+        "submissions_by_round": [len(r.submissions) for r in reports],
+        "failures": [f"round {r.server_round} {f.phase} node {f.node_id}: {f.reason}"
+                     for r in reports for f in r.failures],
+        "meta_cids": [r.meta_cid.hex() if r.meta_cid else None for r in reports],
+    }
+
+
+def coop_schedule(cfg: Mapping[str, Any]) -> tuple[int, int]:
+    """The coordinated arm's ``(rounds, local epochs a round)``: FedAvg's total local epochs
+    (``case3_rounds x case3_epochs``) spread over ``case3.coop_rounds`` rounds (paper: 1)."""
+    total = int(cfg["scale"]["case3_rounds"]) * int(cfg["scale"]["case3_epochs"])
+    rounds = int(cfg["case3"].get("coop_rounds", 1))
+    if rounds < 1 or total % rounds:
+        raise ExperimentError(f"case3.coop_rounds={rounds} must divide the {total} local epochs")
+    return rounds, total // rounds
+
+
+def _node_config(cfg: Mapping[str, Any], part_file: Path) -> dict[str, Any]:
+    conf: dict[str, Any] = {"partition-file": str(part_file)}
+    idx_dir = (cfg.get("data") or {}).get("idx_dir")
+    if idx_dir:
+        conf["mnist-dir"] = str(idx_dir)
+    return conf
+
+
 def run_case3(
     cfg: Mapping[str, Any],
     images: npt.NDArray[np.uint8],
@@ -66,70 +230,42 @@ def run_case3(
     sizes = cfg["scale"]["case3"]
     arch = str(c3["model"])
     rounds, local_epochs = int(cfg["scale"]["case3_rounds"]), int(cfg["scale"]["case3_epochs"])
-    tc = cfg["train"]
-    out: dict[str, Any] = {"model": arch, "rounds": rounds, "local_epochs": local_epochs}
+    coop_rounds, coop_epochs = coop_schedule(cfg)
+    out: dict[str, Any] = {"model": arch, "rounds": rounds, "local_epochs": local_epochs,
+                           "coop_rounds": coop_rounds, "coop_epochs": coop_epochs}
+    work = Path(tempfile.mkdtemp(prefix="coopflower-case3-"))
+    os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+    os.environ.setdefault("RAY_TMPDIR", "/tmp/coopflower-ray")
+    os.environ.setdefault("COOPFLOWER_HOME", str(work / "home"))  # the nodes' keys
+    warnings.filterwarnings("ignore", category=ResourceWarning)
     for scenario in c3["scenarios"]:
         if scenario == "diverse":
             split = _diverse_split(labels, sizes, float(c3["alpha"]), seed)
-        else:
+        elif scenario == "partial":
             split = split_parties(labels, c3["partial_label_sets"], sizes, 1, seed)
+        else:
+            raise ValueError(f"unknown case3 scenario {scenario!r}; choose diverse or partial")
         clients = [tr for tr, _ in split.contributors] + [split.initiator]
+        (work / scenario).mkdir(parents=True, exist_ok=True)
         log(f"case III {scenario}: client sizes {[int(c.size) for c in clients]}, "
-            f"labels per client {[sorted(set(labels[c].tolist())) for c in clients[:3]]}")
-        test_x, test_y = images[split.test], labels[split.test]
-
-        # FedAvg: four clients, `rounds` rounds of `local_epochs` epochs
-        glob = build_model(arch)
-        model_bytes = len(state_dict_to_blob(glob))
-        fed_curve = []
-        for r in range(1, rounds + 1):
-            updates = []
-            for j, c in enumerate(clients):
-                local = build_model(arch)
-                start: dict[str, npt.NDArray[np.generic]] = dict(get_weights(glob))
-                set_weights(local, start)
-                train_model(local, images[c], labels[c], epochs=local_epochs,
-                            seed=seed + 100 * r + j, **train_options(tc))
-                updates.append(AcceptedModel(b"", str(j), arch, int(c.size), get_weights(local)))
-            avg = weighted_average(updates, get_weights(glob))
-            assert avg is not None
-            set_weights(glob, dict(avg))
-            fed_curve.append(pct(accuracy(glob, test_x, test_y)))
-            log(f"case III {scenario}: FedAvg round {r}/{rounds}: test {fed_curve[-1]}%")
-        fed_bytes = rounds * len(clients) * 2 * model_bytes
-
-        # Coordinated: contributors train once, one verifier, the initiator fuses (Strategy II)
-        accepted = []
-        votes_yes: list[int] = []
-        verifier_acc: list[list[float]] = []
-        for i, (tr, _) in enumerate(split.contributors):
-            m = build_model(arch)
-            train_model(m, images[tr], labels[tr], epochs=rounds * local_epochs, seed=seed + i,
-                        **train_options(tc))
-            m.eval()
-            ls = sorted(set(labels[tr].tolist()))
-            v = vote([accuracy(m, images[vv], labels[vv], classes=ls) for vv in split.verifiers],
-                     float(c3["criterion"]))
-            votes_yes.append(sum(v.yes))
-            verifier_acc.append([pct(a) for a in v.accuracies])
-            log(f"case III {scenario}: contributor {i + 1} trained {rounds * local_epochs} epochs; "
-                f"verifier accuracy {verifier_acc[-1]}, {'accepted' if v.accepted else 'rejected'}")
-            if v.accepted:
-                accepted.append((m, tuple(ls)))
-        coop_bytes = 3 * model_bytes + 3 * model_bytes + len(accepted) * model_bytes
-        coop_acc = float("nan")
-        if accepted:
-            res = fuse_models(accepted, images[split.initiator], labels[split.initiator],
-                              fusion_config(cfg["fusion"], "II", seed))
-            coop_acc = pct(meta_accuracy(res.meta, test_x, test_y))
-            coop_bytes += len(metamodel_to_blob(res.meta))
-        log(f"case III {scenario}: coordinated MetaModel of {len(accepted)} accepted: "
-            f"test {coop_acc}%; bytes FedAvg {fed_bytes}, coordinated {coop_bytes}")
+            f"labels per contributor {[sorted(set(labels[c].tolist())) for c in clients[:3]]}; "
+            f"FedAvg on 4 SuperNodes, {rounds} rounds x {local_epochs} epochs")
+        fed = run_fedavg(cfg, images, labels, clients, split.test, seed, work / scenario)
+        log(f"case III {scenario}: FedAvg accuracy by round {fed['acc_by_round']}")
+        log(f"case III {scenario}: coordinated strategy on 3 SuperNodes, {coop_rounds} round(s) x "
+            f"{coop_epochs} epochs, 1 verifier a model, gradual fusion by the initiator on its "
+            f"{split.initiator.size} digits")
+        coop = run_coordinated(cfg, images, labels, split, seed, work / scenario)
+        log(f"case III {scenario}: coordinated accuracy by round {coop['acc_by_round']}, "
+            f"accepted {coop['accepted_by_round']}; bytes FedAvg {sum(fed['bytes_by_round'])}, "
+            f"coordinated {sum(coop['bytes_by_round'])}")
         out[scenario] = {
             "client_sizes": [int(c.size) for c in clients],
-            "fedavg_acc": fed_curve[-1], "fedavg_acc_by_round": fed_curve,
-            "coop_acc": coop_acc, "accepted": len(accepted), "votes_yes": votes_yes,
-            "verifier_accuracy": verifier_acc,
-            "bytes_fedavg": fed_bytes, "bytes_coop": coop_bytes, "model_blob_bytes": model_bytes,
+            "fedavg_acc": fed["acc_by_round"][-1], "fedavg_acc_by_round": fed["acc_by_round"],
+            "coop_acc": coop["acc_by_round"][-1], "coop_acc_by_round": coop["acc_by_round"],
+            "accepted": coop["accepted_by_round"][-1] if coop["accepted_by_round"] else 0,
+            "bytes_fedavg": sum(fed["bytes_by_round"]), "bytes_coop": sum(coop["bytes_by_round"]),
+            "fedavg_bytes_by_round": fed["bytes_by_round"],
+            "coop": {k: v for k, v in coop.items() if k != "acc_by_round"},
         }
     return out

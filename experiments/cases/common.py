@@ -194,6 +194,12 @@ def fusion_config(cfg: Mapping[str, Any], strategy: str, seed: int) -> FusionCon
     )
 
 
+def fusion_seed(seed: int, repeat: int) -> int:
+    """The fusion seed of repeat ``repeat`` (0, 1, ...) on split ``seed``; repeat 0 uses the
+    split's own seed."""
+    return seed + 100 * repeat
+
+
 def pct(x: float) -> float:
     """A fraction as a percentage rounded to two decimals."""
     return round(100.0 * float(x), 2)

@@ -37,11 +37,17 @@ def tables(results: dict[str, Any]) -> str:
                                       f"{c['verifier_accuracies']} ({c['votes_yes']} yes)"], w))
         lines += ["", "Case I -- Fig. 11: MetaModel test accuracy (%) vs models fused",
                   f"  paper: {PAPER['fig11']}; three models about {PAPER['case1_meta_acc']}"]
-        w = [10, 12, 12]
+        n_runs = c1.get("fusion_repeats", 1)
+        if n_runs > 1:
+            lines.append(f"  mean +- std of {n_runs} fusion runs (fusion seeds) per cell")
+        w = [10, 16, 16]
         lines.append("  " + _row(["models", "Strategy I", "Strategy II"], w))
+        std = c1.get("meta_std_by_models", {})
         for k, (a, b) in enumerate(zip(c1["meta_acc_by_models"]["I"],
                                        c1["meta_acc_by_models"]["II"], strict=True)):
-            lines.append("  " + _row([f"1..{k + 1}", a, b], w))
+            cells = [a, b] if n_runs == 1 else [f"{a} +- {std[s][k]}" for a, s in
+                                                 ((a, "I"), (b, "II"))]
+            lines.append("  " + _row([f"1..{k + 1}", *cells], w))
         lines.append(f"  centralised {c1['centralised_model']} on the union "
                      f"({c1['centralised_train_size']} digits): {c1['centralised_acc']}%")
     c2 = results.get("case2")
@@ -70,6 +76,12 @@ def tables(results: dict[str, Any]) -> str:
                 r = c3[s]
                 lines.append("  " + _row([s, r["coop_acc"], r["fedavg_acc"], r["bytes_coop"],
                                           r["bytes_fedavg"]], w))
+        for s in ("diverse", "partial"):
+            if s in c3 and "coop_acc_by_round" in c3[s]:
+                r = c3[s]
+                lines.append(f"  {s} by round (0 = initial model): FedAvg "
+                             f"{r['fedavg_acc_by_round']}; coordinated ({c3.get('coop_rounds')} x "
+                             f"{c3.get('coop_epochs')} epochs) {r['coop_acc_by_round']}")
     return "\n".join(lines)
 
 
@@ -97,7 +109,9 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(4.5, 3.2))
         for s, style in (("I", "o-"), ("II", "s-")):
             ys = c1["meta_acc_by_models"][s]
-            ax.plot(range(1, len(ys) + 1), ys, style, label=f"Strategy {s}")
+            err = c1.get("meta_std_by_models", {}).get(s)
+            ax.errorbar(range(1, len(ys) + 1), ys, yerr=err, fmt=style, capsize=3,
+                        label=f"Strategy {s}")
         ax.axhline(c1["centralised_acc"], color="grey", ls=":", label="centralised")
         ax.set_xticks(range(1, len(c1["meta_acc_by_models"]["I"]) + 1))
         ax.set_xlabel("number of fused models")
@@ -111,16 +125,21 @@ def plots(results: dict[str, Any], out_dir: Path) -> list[str]:
     c3 = results.get("case3")
     if c3:
         scen = [s for s in ("diverse", "partial") if s in c3]
-        fig, ax = plt.subplots(figsize=(4.5, 3.2))
-        xs = range(len(scen))
-        ax.bar([x - 0.2 for x in xs], [c3[s]["coop_acc"] for s in scen], 0.4, label="coordinated")
-        ax.bar([x + 0.2 for x in xs], [c3[s]["fedavg_acc"] for s in scen], 0.4, label="FedAvg")
-        ax.set_xticks(list(xs), scen)
-        lo = min(min(c3[s]["coop_acc"], c3[s]["fedavg_acc"]) for s in scen)
-        ax.set_ylim(max(0, lo - 10), 100)
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title("Fig. 12: coordinated vs FedAvg")
-        ax.legend(loc="lower right")
+        fig, axes = plt.subplots(1, len(scen), figsize=(4.2 * len(scen), 3.2), squeeze=False)
+        for ax, s in zip(axes[0], scen, strict=True):
+            r = c3[s]
+            coop = r.get("coop_acc_by_round", [r["coop_acc"]])
+            fed = r.get("fedavg_acc_by_round", [r["fedavg_acc"]])
+            fe, ce = c3.get("local_epochs", 1), c3.get("coop_epochs", c3.get("local_epochs", 1))
+            ax.plot([fe * i for i in range(len(fed))], fed, "o-", label="FedAvg (4 clients)")
+            ax.plot([ce * i for i in range(len(coop))], coop, "s--",
+                    label="coordinated, gradual fusion")
+            ax.set_ylim(0, 100)
+            ax.set_xlabel("local epochs per contributor (markers: rounds)")
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_title(f"Fig. 12: {s} labels")
+            ax.grid(alpha=0.3)
+            ax.legend(loc="lower right")
         fig.tight_layout()
         fig.savefig(out_dir / "fig12_coop_vs_fedavg.png", dpi=120)
         plt.close(fig)
