@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,20 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture
+def run_identity() -> Iterator[None]:
+    """Messages built outside a Flower run need a task identity (run, node and task ids)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    names = ("_run_id", "_node_id", "_task_id")
+    old = {n: getattr(TaskIdentity, n) for n in names}
+    for n in names:
+        setattr(TaskIdentity, n, 1)
+    yield
+    for n, v in old.items():
+        setattr(TaskIdentity, n, v)
 
 
 @pytest.hookimpl(hookwrapper=True)

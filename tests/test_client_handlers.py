@@ -3,7 +3,6 @@ submissions the contract accepts, verifiers that reject tampered or foreign blob
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +23,7 @@ from coopflower.ledger.eip712 import (
 )
 from coopflower.storage import open_store
 
-
-@pytest.fixture(autouse=True)
-def run_identity() -> Iterator[None]:
-    from flwr.supercore.task_identity import TaskIdentity
-
-    names = ("_run_id", "_node_id", "_task_id")
-    old = {n: getattr(TaskIdentity, n) for n in names}
-    for n in names:
-        setattr(TaskIdentity, n, 1)
-    yield
-    for n, v in old.items():
-        setattr(TaskIdentity, n, v)
+pytestmark = pytest.mark.usefixtures("run_identity")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

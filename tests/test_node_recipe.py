@@ -33,7 +33,8 @@ from coopflower.client.handlers import (
     train_recipe,
 )
 from coopflower.data.mnist import load_mnist
-from tests.test_client_handlers import run_identity  # noqa: F401  (autouse: a Message's ids)
+
+pytestmark = pytest.mark.usefixtures("run_identity")  # tests/conftest.py
 
 N = int(load_mnist().labels.shape[0])  # the digits the nodes' loader holds
 

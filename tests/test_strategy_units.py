@@ -46,19 +46,6 @@ def test_phase_log_prints_a_line_per_phase() -> None:
     assert set(log.seconds(1)) == {"train", "verify"}
 
 
-@pytest.fixture
-def run_identity():  # type: ignore[no-untyped-def]
-    from flwr.supercore.task_identity import TaskIdentity
-
-    names = ("_run_id", "_node_id", "_task_id")
-    old = {n: getattr(TaskIdentity, n) for n in names}
-    for n in names:
-        setattr(TaskIdentity, n, 1)
-    yield
-    for n, v in old.items():
-        setattr(TaskIdentity, n, v)
-
-
 def test_message_bytes_counts_payloads(run_identity) -> None:  # type: ignore[no-untyped-def]
     arr = ArrayRecord({"w": Array(np.zeros(1000, np.float32))})
     msg = Message(RecordDict({"arrays": arr, "config": ConfigRecord({"x": b"12345"})}), 0, "train")
