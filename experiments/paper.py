@@ -109,7 +109,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     results["summary"] = summarise(results)
 
     overrides = _override_dirname()
-    out_dir = Path(cfg.results_dir) / overrides if overrides else Path(cfg.results_dir)
+    out_dir = Path(cfg.results_dir) / str(cfg.scale.name)  # shipped / paper / tiny
+    out_dir = out_dir / overrides if overrides else out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     text = tables(results)
     (out_dir / "tables.txt").write_text(text + "\n")

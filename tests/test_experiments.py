@@ -80,11 +80,12 @@ def test_pipeline_at_tiny_sizes(tmp_path: Path) -> None:
         assert not r["coop"]["failures"]
         assert len(r["fedavg_bytes_by_round"]) == 2 and min(r["fedavg_bytes_by_round"]) > 0
         assert r["bytes_coop"] > 0
-    written = json.loads((tmp_path / "results.json").read_text())
+    out = tmp_path / "tiny"  # results_dir / scale
+    written = json.loads((out / "results.json").read_text())
     assert written["summary"] == summary
     for png in ("fig10_local_accuracy.png", "fig11_metamodel.png", "fig12_coop_vs_fedavg.png"):
-        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
-    assert "Table V" in (tmp_path / "tables.txt").read_text()
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    assert "Table V" in (out / "tables.txt").read_text()
 
 
 def test_command_line_multirun_sweep_prints_json_last(tmp_path: Path) -> None:
@@ -99,7 +100,7 @@ def test_command_line_multirun_sweep_prints_json_last(tmp_path: Path) -> None:
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(summary) >= {"case3_coop_acc_partial", "case3_fedavg_acc_partial"}
     assert "FedAvg accuracy by round" in proc.stderr  # progress lines
-    runs = sorted(p.parent.name for p in tmp_path.glob("*/results.json"))
+    runs = sorted(p.parent.name for p in tmp_path.glob("tiny/*/results.json"))
     assert len(runs) == 2 and runs[0].endswith("seed=0") and runs[1].endswith("seed=1"), runs
 
 
