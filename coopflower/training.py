@@ -27,7 +27,10 @@ __all__ = [
     "evaluate_model",
     "get_weights",
     "set_weights",
+    "LR_SCHEDULES",
 ]
+
+LR_SCHEDULES = ("constant", "cosine")  # train_model's lr_schedule choices
 
 
 class TrainingError(ValueError):
@@ -128,8 +131,8 @@ def train_model(
     """
     if epochs < 0 or batch_size < 1 or not lr > 0:
         raise TrainingError(f"bad settings: epochs={epochs} batch_size={batch_size} lr={lr}")
-    if lr_schedule not in ("constant", "cosine"):
-        raise TrainingError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise TrainingError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
     x = to_tensor(images)
     y = _labels(labels, x.shape[0], _num_classes(model))
     n = int(x.shape[0])

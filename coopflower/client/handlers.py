@@ -219,9 +219,6 @@ class TrainRecipe:
     augment: Augment | None = None
 
 
-LR_SCHEDULES = ("constant", "cosine")
-
-
 def train_recipe(cfg: Mapping[str, Any]) -> TrainRecipe:
     """Read ``momentum`` (default 0.9), ``lr-schedule`` (``constant``/``cosine``) and
     ``augment-shift`` (pixels), ``augment-rotate`` (degrees), ``augment-scale`` (fraction), all
@@ -231,6 +228,7 @@ def train_recipe(cfg: Mapping[str, Any]) -> TrainRecipe:
         ``TrainRecipe``. Raises ``ProtocolError`` on a bad value.
     """
     from coopflower.augment import Augment
+    from coopflower.training import LR_SCHEDULES
 
     momentum = P.get_float(cfg, "momentum", 0.9)
     if not 0.0 <= momentum < 1.0:
