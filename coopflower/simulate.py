@@ -142,6 +142,7 @@ def run_simulate(nodes: int = 10, rounds: int = 3, model: str = "table4", epochs
     from coopflower.app.client_app import app as client_app
     from coopflower.app.server_app import central_evaluator
     from coopflower.ledger import CoopLedger, connect
+    from coopflower.strategy.coordinated import failure_lines
 
     summary = SimulationSummary(nodes=nodes, rounds=rounds, model=model)
     server = ServerApp()
@@ -161,8 +162,7 @@ def run_simulate(nodes: int = 10, rounds: int = 3, model: str = "table4", epochs
         summary.coop_tx_per_round = [r.tx for r in coop.reports]
         summary.coop_bytes_per_round = [r.bytes for r in coop.reports]
         summary.coop_accepted_per_round = [r.accepted for r in coop.reports]
-        summary.coop_failures = [f"round {r.server_round} {f.phase} node {f.node_id}: "
-                                 f"{f.reason}" for r in coop.reports for f in r.failures]
+        summary.coop_failures = failure_lines(coop.reports)
 
     run_simulation(server, client_app, num_supernodes=nodes, backend_config={
         "client_resources": {"num_cpus": 1}, "init_args": {"num_cpus": os.cpu_count() or 1}})

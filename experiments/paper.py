@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,8 +41,6 @@ def data_dir(cfg: DictConfig) -> str | None:
     """Where the digits come from: ``data.idx_dir``, else ``$COOPFLOWER_MNIST_DIR``, else (with
     ``data.find_npm``) the full MNIST that ``scripts/setup.sh --node`` installs from the npm
     registry into ``tools/mnist``, else ``None`` (the loader's 5000 shipped digits)."""
-    import os
-
     chosen = cfg.data.idx_dir or os.environ.get("COOPFLOWER_MNIST_DIR")
     if chosen:
         return str(chosen)

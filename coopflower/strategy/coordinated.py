@@ -69,7 +69,7 @@ from coopflower.strategy.metering import ByteMeter
 from coopflower.strategy.progress import PhaseLog
 
 __all__ = ["CoordinatedStrategy", "TaskConfig", "RoundReport", "NodeFailure", "StrategyError",
-           "reports_table"]
+           "reports_table", "failure_lines"]
 
 
 class StrategyError(RuntimeError):
@@ -822,3 +822,8 @@ def reports_table(reports: Sequence[RoundReport]) -> str:
                      f"{r.compute_seconds:>9.2f} {r.bytes:>10}")
     return "\n".join(lines)
 
+
+def failure_lines(reports: Sequence[RoundReport]) -> list[str]:
+    """Every node failure of the rounds, one line each (``round R phase node N: reason``)."""
+    return [f"round {r.server_round} {f.phase} node {f.node_id}: {f.reason}"
+            for r in reports for f in r.failures]

@@ -30,7 +30,7 @@ import os
 import sys
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,23 +81,39 @@ def train_config(cfg: Mapping[str, Any], local_epochs: int, seed: int, arch: str
     }
 
 
-def _run(server_main: Any, num_nodes: int, node_config: dict[str, Any]) -> None:
-    """One Flower simulation: ``server_main(grid)`` as the ServerApp, the shipped handlers
-    (with ``node_config`` filled in) on ``num_nodes`` simulated SuperNodes."""
+def _simulate(cfg: Mapping[str, Any], parts: list[NodeSplit], part_file: Path,
+              start: Callable[[Any], tuple[Any, Any]], arm: str) -> tuple[Any, Any]:
+    """One Flower simulation: every node ``i`` gets ``parts[i]`` through a partition file and
+    the shipped handlers; ``start(grid)`` is the ServerApp's body, building a strategy and
+    running it.
+
+    Returns:
+        ``start``'s ``(strategy, result)``. Raises ``RuntimeError`` if the run did not finish.
+    """
     from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
 
     from coopflower.client import make_client_app
+    from coopflower.client.data import write_partition_file
 
+    write_partition_file(part_file, parts)
+    node_config: dict[str, Any] = {"partition-file": str(part_file)}
+    idx_dir = (cfg.get("data") or {}).get("idx_dir")
+    if idx_dir:  # the nodes load the digits the experiment loaded
+        node_config["mnist-dir"] = str(idx_dir)
+    out: list[tuple[Any, Any]] = []
     server = ServerApp()
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        server_main(grid)
+        out.append(start(grid))
 
-    run_simulation(server, make_client_app(node_config), num_supernodes=num_nodes,
+    run_simulation(server, make_client_app(node_config), num_supernodes=len(parts),
                    backend_config=BACKEND)
+    if not out:
+        raise RuntimeError(f"the {arm} simulation did not finish (see Flower's log above)")
+    return out[0]
 
 
 def _curve(result: Any) -> list[float]:
@@ -109,35 +125,29 @@ def run_fedavg(cfg: Mapping[str, Any], images: npt.NDArray[np.uint8],
                labels: npt.NDArray[np.int64], clients: list[IntArray], test: IntArray,
                seed: int, work: Path) -> dict[str, Any]:
     """Flower's FedAvg on ``clients`` (one SuperNode each); returns accuracy by round (round 0:
-    the initial model), bytes by round and seconds."""
+    the initial model) and bytes by round."""
     from flwr.app import ConfigRecord
 
     from coopflower.app.server_app import central_evaluator, initial_arrays
-    from coopflower.client.data import write_partition_file
     from coopflower.strategy import FedAvgBaseline
 
     arch = str(cfg["case3"]["model"])
     rounds, epochs = int(cfg["scale"]["case3_rounds"]), int(cfg["scale"]["case3_epochs"])
     empty: IntArray = np.empty(0, np.int64)
-    part_file = work / "fedavg-parts.npz"
-    write_partition_file(part_file, [NodeSplit(train=np.sort(c), verify=empty) for c in clients])
     n = len(clients)
-    out: dict[str, Any] = {}
 
-    def main(grid: Any) -> None:
+    def start(grid: Any) -> tuple[Any, Any]:
         strategy = FedAvgBaseline(fraction_evaluate=0.0, min_available_nodes=n,
                                   min_train_nodes=n)
-        out["result"] = strategy.start(
+        return strategy, strategy.start(
             grid=grid, initial_arrays=initial_arrays(arch, seed), num_rounds=rounds,
             train_config=ConfigRecord(train_config(cfg, epochs, seed, arch, "")),
             evaluate_fn=central_evaluator(arch, digits=(images[test], labels[test])))
-        out["strategy"] = strategy
 
-    _run(main, n, _node_config(cfg, part_file))
-    if "result" not in out:
-        raise RuntimeError("the FedAvg simulation did not finish (see Flower's log above)")
-    strategy = out["strategy"]
-    return {"acc_by_round": _curve(out["result"]),
+    strategy, result = _simulate(cfg, [NodeSplit(train=np.sort(c), verify=empty)
+                                       for c in clients], work / "fedavg-parts.npz", start,
+                                 "FedAvg")
+    return {"acc_by_round": _curve(result),
             "bytes_by_round": [strategy.meter.total(r) for r in range(1, rounds + 1)]}
 
 
@@ -149,10 +159,10 @@ def run_coordinated(cfg: Mapping[str, Any], images: npt.NDArray[np.uint8],
     from flwr.app import ConfigRecord
 
     from coopflower.app.server_app import central_evaluator, initial_arrays
-    from coopflower.client.data import write_partition_file
     from coopflower.fusion import make_fusion_aggregate
     from coopflower.ledger import CoopLedger, connect
     from coopflower.strategy import CoordinatedStrategy, TaskConfig
+    from coopflower.strategy.coordinated import failure_lines
 
     c3 = cfg["case3"]
     arch = str(c3["model"])
@@ -162,41 +172,33 @@ def run_coordinated(cfg: Mapping[str, Any], images: npt.NDArray[np.uint8],
         np.concatenate(split.verifiers)), len(split.contributors))
     parts = [NodeSplit(train=np.sort(tr), verify=np.sort(v))
              for (tr, _), v in zip(split.contributors, shares, strict=True)]
-    part_file = work / "coop-parts.npz"
-    write_partition_file(part_file, parts)
     store = str(work / "store")
     n = len(parts)
     fusion = make_fusion_aggregate(images[split.initiator], labels[split.initiator], "II",
                                    fusion_config(cfg["fusion"], "II", seed))
-    out: dict[str, Any] = {}
 
-    def main(grid: Any) -> None:
+    def start(grid: Any) -> tuple[Any, Any]:
         ledger = CoopLedger.deploy(connect(None))
         strategy = CoordinatedStrategy(
             task=TaskConfig(k=1, quorum=1, min_accuracy_bps=round(float(c3["criterion"]) * 1e4)),
             ledger=ledger, store=store, aggregate_fn=fusion, min_available_nodes=n,
             min_train_nodes=n, progress=sys.stderr)
-        out["result"] = strategy.start(
+        return strategy, strategy.start(
             grid=grid, initial_arrays=initial_arrays(arch, seed), num_rounds=rounds,
             train_config=ConfigRecord(train_config(cfg, epochs, seed, arch, store)),
             evaluate_fn=central_evaluator(arch, digits=(images[split.test],
                                                         labels[split.test])))
-        out["strategy"] = strategy
 
-    _run(main, n, _node_config(cfg, part_file))
-    if "result" not in out:
-        raise RuntimeError("the coordinated simulation did not finish (see Flower's log above)")
-    strategy = out["strategy"]
+    strategy, result = _simulate(cfg, parts, work / "coop-parts.npz", start, "coordinated")
     reports = strategy.reports
     return {
-        "acc_by_round": _curve(out["result"]),
+        "acc_by_round": _curve(result),
         "bytes_by_round": [r.bytes for r in reports],
         "tx_by_round": [r.tx for r in reports],
         "gas_by_round": [r.gas for r in reports],
         "accepted_by_round": [r.accepted for r in reports],
         "submissions_by_round": [len(r.submissions) for r in reports],
-        "failures": [f"round {r.server_round} {f.phase} node {f.node_id}: {f.reason}"
-                     for r in reports for f in r.failures],
+        "failures": failure_lines(reports),
         "meta_cids": [r.meta_cid.hex() if r.meta_cid else None for r in reports],
     }
 
@@ -209,14 +211,6 @@ def coop_schedule(cfg: Mapping[str, Any]) -> tuple[int, int]:
     if rounds < 1 or total % rounds:
         raise ExperimentError(f"case3.coop_rounds={rounds} must divide the {total} local epochs")
     return rounds, total // rounds
-
-
-def _node_config(cfg: Mapping[str, Any], part_file: Path) -> dict[str, Any]:
-    conf: dict[str, Any] = {"partition-file": str(part_file)}
-    idx_dir = (cfg.get("data") or {}).get("idx_dir")
-    if idx_dir:
-        conf["mnist-dir"] = str(idx_dir)
-    return conf
 
 
 def run_case3(
