@@ -1,13 +1,15 @@
 """What a SuperNode runs: computing contributors train, upload and sign; verification
 contributors fetch, check, evaluate and vote.
 
-One call adds the handlers to a user's existing ClientApp::
+A Flower app adopts the coordinated round with one mod; its own ``@app.train`` and
+``@app.evaluate`` stay as they are (see ``coopflower.client.mod``)::
 
     from flwr.clientapp import ClientApp
-    from coopflower.client import register_handlers
+    from coopflower.client import coop_mod
 
-    app = ClientApp()
-    register_handlers(app)
+    app = ClientApp(mods=[coop_mod])
+
+The paper's MNIST app registers coopflower's own handlers instead (``register_handlers``),
 
 or, for a simulation whose nodes should all get some node config keys (Flower gives a simulated
 node only ``partition-id`` and ``num-partitions``)::
@@ -35,12 +37,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-__all__ = ["register_handlers", "make_client_app"]
+__all__ = ["coop_mod", "register_handlers", "make_client_app"]
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from flwr.app import Context, Message
     from flwr.clientapp import ClientApp
+    from flwr.clientapp.typing import ClientAppCallable
+
+
+def coop_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """coopflower's client mod: ``ClientApp(mods=[coop_mod])`` (see ``coopflower.client.mod``).
+
+    It answers the coordinated round's stages (register, train, verify) around the app's own
+    ``@app.train`` and ``@app.evaluate``, and passes every other message through.
+    """
+    from coopflower.client.mod import coop_mod as _mod
+
+    return _mod(msg, context, call_next)
 
 
 def register_handlers(app: ClientApp) -> ClientApp:

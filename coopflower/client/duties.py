@@ -19,7 +19,7 @@ from coopflower.client.keys import NodeKey
 if TYPE_CHECKING:
     from coopflower.storage.base import ContentStore
 
-__all__ = ["Submission", "Verdict", "make_submission", "judge_model", "sign_vote",
+__all__ = ["Submission", "Verdict", "make_submission", "judge_model", "sign_vote", "open_store",
            "encrypt_blob",
            "sign_registration", "model_digest", "DutyError"]
 
@@ -234,3 +234,8 @@ def _sign(kind: str, key: NodeKey, cfg: Mapping[str, Any], **fields: Any) -> byt
                                 fields["model_digest"], fields["accept"],
                                 fields["score_bps"]).signature
     raise DutyError(f"unknown signature kind {kind!r}")
+
+
+def open_store(spec: str | None) -> ContentStore:
+    """The content store for ``spec`` (one per spec and process)."""
+    return _open(spec)

@@ -57,12 +57,13 @@ from flwr.app import (
     RecordDict,
 )
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, Result
-from flwr.serverapp.strategy.strategy_utils import sample_nodes
+from flwr.serverapp.strategy import FedAvg, Result, Strategy
 from flwr.supercore import log
 
 from coopflower.client import protocol as P
+from coopflower.client.mod import COOP_METRICS
 from coopflower.ledger.eip712 import content_hash
+from coopflower.strategy import wrapped
 from coopflower.strategy.aggregate import AcceptedModel, AggregateFn, weighted_average
 from coopflower.strategy.messaging import send_and_receive
 from coopflower.strategy.metering import ByteMeter
@@ -80,14 +81,19 @@ class StrategyError(RuntimeError):
 class TaskConfig:
     """The task the initiator publishes (windows in blocks, amounts in wei).
 
-    ``k`` verifiers per submission, ``quorum`` votes needed for a decision,
-    ``min_accuracy_bps`` the acceptance criterion, ``max_submissions`` per round (default: the
-    number of nodes), the rest as in ``coopflower.ledger.TaskParams``.
+    ``k`` verifiers per submission, ``quorum`` votes needed for a decision, ``metric`` the key
+    the app's own evaluate returns that verifiers judge by (e.g. ``"eval_acc"``; required with
+    an inner strategy) and ``min_metric`` its threshold in [0, 1] (recorded on chain in basis
+    points; without a metric, ``min_accuracy_bps`` for the paper app's handlers),
+    ``max_submissions`` per round (default: the number of nodes), the rest as in
+    ``coopflower.ledger.TaskParams``.
     """
 
     k: int = 3
     quorum: int = 2
     min_accuracy_bps: int = 5000
+    metric: str = ""
+    min_metric: float | None = None
     submit_blocks: int = 1000
     vote_blocks: int = 30
     max_submissions: int | None = None
@@ -97,6 +103,22 @@ class TaskConfig:
     penalty_wrong_vote: int = 10**14
     penalty_no_vote: int = 10**14
     spec: str = "coopflower MNIST task"
+
+    def threshold_bps(self) -> int:
+        """The acceptance threshold recorded on chain: ``min_metric`` in basis points when
+        the task names the app's metric, else ``min_accuracy_bps``."""
+        if self.min_metric is None:
+            return self.min_accuracy_bps
+        if not 0.0 <= self.min_metric <= 1.0:
+            raise StrategyError(f"min_metric {self.min_metric} must lie in [0, 1] (the "
+                                "contract records it in basis points)")
+        return int(round(self.min_metric * 10000))
+
+    def spec_text(self) -> str:
+        """What the task's on-chain spec hash commits to (the criterion's metric included)."""
+        if not self.metric:
+            return self.spec
+        return f"{self.spec}; criterion: {self.metric} >= {self.threshold_bps()} bps"
 
 
 @dataclass(frozen=True)
@@ -141,11 +163,12 @@ class RoundReport:
     gas: int = 0
     new_arrays: ArrayRecord | None = None
     train_metrics: MetricRecord = field(default_factory=MetricRecord)
+    app_train_metrics: MetricRecord | None = None
     verify_metrics: MetricRecord = field(default_factory=MetricRecord)
 
 
 def _metric(msg: Message, key: str) -> float:
-    rec = msg.content.metric_records.get(P.METRICS)
+    rec = msg.content.metric_records.get(COOP_METRICS, msg.content.metric_records.get(P.METRICS))
     value = rec.get(key, 0.0) if rec is not None else 0.0
     return float(value) if isinstance(value, int | float) else 0.0
 
@@ -164,10 +187,19 @@ def _tally_votes(votes: Sequence[Any], by_id: dict[int, Any], quorum: int) -> li
                   if tally(yes[sid], cast[sid], quorum).status == Status.ACCEPTED)
 
 
-def _record_result(result: Result, report: RoundReport) -> None:
-    """Put a finished round's train and verification metrics into Flower's ``Result``."""
-    result.train_metrics_clientapp[report.server_round] = report.train_metrics
-    result.evaluate_metrics_clientapp[report.server_round] = report.verify_metrics
+def _record_result(result: Result, report: RoundReport, federated: bool = False) -> None:
+    """Put a finished round's train and verification metrics into Flower's ``Result``.
+
+    With ``federated`` (a wrapped strategy) ``evaluate_metrics_clientapp`` holds the inner
+    strategy's federated evaluation, so the verification figures join the train metrics
+    (prefixed ``verify-``)."""
+    if not federated:
+        result.train_metrics_clientapp[report.server_round] = report.train_metrics
+        result.evaluate_metrics_clientapp[report.server_round] = report.verify_metrics
+        return
+    merged = dict(report.train_metrics)
+    merged.update({f"verify-{k}": v for k, v in report.verify_metrics.items()})
+    result.train_metrics_clientapp[report.server_round] = MetricRecord(merged)
 
 
 class _ChainTail:
@@ -206,6 +238,12 @@ class CoordinatedStrategy(FedAvg):
     """The coordinated round (see the module docstring).
 
     Args:
+        strategy: the project's own Flower strategy to wrap (``FedAvg``, ``FedProx``,
+            ``FedAdam``, ``FedMedian``, ``Krum``, ...): it samples the contributors with the
+            user's ``train_config``, aggregates the accepted models and runs the federated
+            evaluation with ``evaluate_config``; nodes run ``coop_mod`` around the app's own
+            handlers and the task names the app's metric. ``None``: the paper app's protocol
+            (coopflower's own handlers), sampling by ``fedavg_kwargs`` and ``aggregate_fn``.
         task: the task's rules (published on first use unless ``task_id`` is given).
         chain: a JSON-RPC URL, or ``None`` for the embedded in-process EVM.
         private_key: the initiator's sending key (required for a URL).
@@ -226,12 +264,15 @@ class CoordinatedStrategy(FedAvg):
         progress: where the per-phase lines go (``None``: silent).
         pipeline: overlap a round's vote, settle and MetaModel transactions with the next
             round's training (see the module docstring).
+        connect_timeout: seconds to wait for the federation to reach k + 1 nodes before
+            failing with a ``StrategyError`` that says how many are there.
         **fedavg_kwargs: sampling settings passed to ``FedAvg`` (``fraction_train``,
             ``min_train_nodes``, ``min_available_nodes``, ...).
     """
 
     def __init__(
         self,
+        strategy: Strategy | None = None,
         *,
         task: TaskConfig | None = None,
         chain: str | None = None,
@@ -247,10 +288,26 @@ class CoordinatedStrategy(FedAvg):
         ivhe_p: int = 2**7,
         ivhe_q: int = 1000,
         pipeline: bool = True,
+        connect_timeout: float = 60.0,
         **fedavg_kwargs: Any,
     ) -> None:
         super().__init__(**fedavg_kwargs)
+        self.inner = strategy
         self.task = task or TaskConfig()
+        if strategy is not None and not self.task.metric:
+            raise StrategyError("a wrapped strategy needs the task's criterion: "
+                                "TaskConfig(metric=<the key your evaluate returns>, "
+                                "min_metric=<its threshold>)")
+        if strategy is not None and self.task.min_metric is None:
+            raise StrategyError(f"TaskConfig(metric={self.task.metric!r}) needs min_metric, "
+                                "the threshold a model must reach")
+        self.task.threshold_bps()  # a bad threshold fails here, not mid-run
+        if strategy is not None and encryption:
+            raise StrategyError("IVHE encryption is not available with a wrapped strategy yet "
+                                "(coop_mod packs the app's plaintext arrays)")
+        if strategy is not None and aggregate_fn is not weighted_average:
+            raise StrategyError("with a wrapped strategy the inner strategy aggregates: pass "
+                                "either a strategy or aggregate_fn, not both")
         self.chain_url = chain
         self.private_key = private_key
         self.contract_address = contract
@@ -272,17 +329,21 @@ class CoordinatedStrategy(FedAvg):
         self.encryption = encryption or None
         self.ivhe_p, self.ivhe_q = ivhe_p, ivhe_q
         self.pipeline = pipeline
+        self.connect_timeout = connect_timeout
         self._secret_key: Any = None
         self.ivhe_key_cid: bytes | None = None
 
     # ------------------------------------------------------------------ set-up
     def summary(self) -> None:
         """Log the task and backends."""
-        super().summary()
+        if self.inner is not None:
+            self.inner.summary()
+        else:
+            super().summary()
         t = self.task
-        log(INFO, "\t└──> Coordination: k=%d quorum=%d min-accuracy=%d bps, chain=%s, store=%s",
-            t.k, t.quorum, t.min_accuracy_bps, self.chain_url or "embedded",
-            self.store_spec or "embedded (default folder)")
+        log(INFO, "\t└──> Coordination: k=%d quorum=%d criterion %s >= %d bps, chain=%s, "
+            "store=%s", t.k, t.quorum, t.metric or "accuracy", t.threshold_bps(),
+            self.chain_url or "embedded", self.store_spec or "embedded (default folder)")
 
     def _connect(self) -> Any:
         from coopflower.ledger.backend import connect
@@ -316,8 +377,8 @@ class CoordinatedStrategy(FedAvg):
             return self.task_id
         t = self.task
         params = TaskParams(
-            spec_hash=content_hash(t.spec.encode()),
-            k=t.k, quorum=t.quorum, min_accuracy_bps=t.min_accuracy_bps,
+            spec_hash=content_hash(t.spec_text().encode()),
+            k=t.k, quorum=t.quorum, min_accuracy_bps=t.threshold_bps(),
             submit_blocks=t.submit_blocks, vote_blocks=t.vote_blocks,
             max_submissions=t.max_submissions or max(num_nodes, 1),
             reward=t.reward, verifier_fee=t.verifier_fee, min_deposit=t.min_deposit,
@@ -351,7 +412,11 @@ class CoordinatedStrategy(FedAvg):
 
         deposit = self.task.min_deposit
         cfg = ConfigRecord({**self._base_config(), "deposit": str(deposit)})
-        msgs = [Message(RecordDict({P.CONFIG: cfg}), nid, P.MSG_REGISTER) for nid in node_ids]
+        if self.inner is not None:
+            msgs = [wrapped.register_message(nid, cfg) for nid in node_ids]
+        else:
+            msgs = [Message(RecordDict({P.CONFIG: cfg}), nid, P.MSG_REGISTER)
+                    for nid in node_ids]
         self.meter.add_sent(0, msgs)
         replies = send_and_receive(grid, msgs, timeout=timeout)
         self.meter.add_received(0, replies)
@@ -364,7 +429,10 @@ class CoordinatedStrategy(FedAvg):
                 failures.append(NodeFailure("register", nid, str(msg.error.reason)))
                 continue
             try:
-                rec = msg.content.config_records[P.REGISTRATION]
+                rec = msg.content.config_records.get(P.REGISTRATION)
+                if rec is None:
+                    raise ValueError("the reply has no 'registration' record: does the "
+                                     "ClientApp run coop_mod (ClientApp(mods=[coop_mod]))?")
                 address = P.get_str(rec, "address")
                 sig = bytes(rec["signature"])  # type: ignore[arg-type]
                 reg = SignedRegistration(int(self.task_id or 0), address, deposit, sig)
@@ -415,8 +483,7 @@ class CoordinatedStrategy(FedAvg):
             ledger = self._connect()
             # every connected node becomes a participant (a verifier candidate); each round
             # then samples its contributors by fraction_train
-            need = max(self.min_available_nodes, self.min_train_nodes, self.task.k + 1)
-            _, node_ids = sample_nodes(grid, need, need)
+            node_ids = self._wait_for_nodes(grid, self.task.k + 1)
             task_id = self._ensure_task(num_rounds, len(node_ids))
             if self.encryption and self._secret_key is None:
                 self._make_ivhe_keys()
@@ -435,9 +502,10 @@ class CoordinatedStrategy(FedAvg):
         try:
             for rnd in range(1, num_rounds + 1):
                 report, tail = self._round(grid, rnd, arrays, train_config, timeout, pending,
-                                           pipeline=self.pipeline and rnd < num_rounds)
+                                           pipeline=self.pipeline and rnd < num_rounds,
+                                           evaluate_config=evaluate_config)
                 if pending is not None:  # joined inside the round, before its open
-                    _record_result(result, pending.report)
+                    _record_result(result, pending.report, self.inner is not None)
                 pending = tail
                 report.failures[:0] = reg_failures if rnd == 1 else []
                 self.reports.append(report)
@@ -445,7 +513,10 @@ class CoordinatedStrategy(FedAvg):
                     arrays = report.new_arrays
                     result.arrays = arrays
                 if tail is None:
-                    _record_result(result, report)
+                    _record_result(result, report, self.inner is not None)
+                if self.inner is not None:
+                    self._federated_evaluate(grid, rnd, arrays, evaluate_config, timeout,
+                                             result)
                 if evaluate_fn:
                     res = evaluate_fn(rnd, arrays)
                     log(INFO, "\t└──> central evaluation: %s", res)
@@ -460,9 +531,46 @@ class CoordinatedStrategy(FedAvg):
             log(INFO, "\t%s", line.strip("\n"))
         return result
 
+    def _wait_for_nodes(self, grid: Grid, need: int) -> list[int]:
+        """Every connected node (each becomes a participant: a verifier candidate), waiting at
+        most ``connect_timeout`` seconds for ``need`` of them; ``StrategyError`` when the
+        federation stays too small for the task."""
+        need = max(need, self.min_available_nodes, self.min_train_nodes)
+        deadline = time.monotonic() + self.connect_timeout
+        while True:
+            node_ids = sorted(grid.get_node_ids())
+            if len(node_ids) >= need or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+        if len(node_ids) < need:
+            raise StrategyError(
+                f"the federation has {len(node_ids)} nodes after {self.connect_timeout:.0f} s; "
+                f"the task needs at least {need} (k={self.task.k} verifiers besides each "
+                "contributor): run more SuperNodes (e.g. options.num-supernodes in the "
+                "federation's config) or lower TaskConfig(k=...)")
+        return node_ids
+
+    def _federated_evaluate(self, grid: Grid, rnd: int, arrays: ArrayRecord,
+                            evaluate_config: ConfigRecord | None, timeout: float,
+                            result: Result) -> None:
+        """Flower's federated evaluation by the inner strategy (plain evaluate messages,
+        which ``coop_mod`` passes to the app untouched)."""
+        assert self.inner is not None
+        msgs = list(self.inner.configure_evaluate(rnd, arrays, evaluate_config or ConfigRecord(),
+                                                  grid))
+        if not msgs:
+            return
+        self.meter.add_sent(rnd, msgs)
+        replies = send_and_receive(grid, msgs, timeout=timeout)
+        self.meter.add_received(rnd, replies)
+        metrics = self.inner.aggregate_evaluate(rnd, replies)
+        if metrics is not None:
+            result.evaluate_metrics_clientapp[rnd] = metrics
+
     def _round(  # noqa: C901
         self, grid: Grid, rnd: int, arrays: ArrayRecord, train_config: ConfigRecord,
         timeout: float, previous: _ChainTail | None, pipeline: bool,
+        evaluate_config: ConfigRecord | None = None,
     ) -> tuple[RoundReport, _ChainTail | None]:
         """One round; returns its report and, when pipelined, its pending chain steps.
 
@@ -503,24 +611,8 @@ class CoordinatedStrategy(FedAvg):
 
         # ---- train: contributors train, upload, sign
         with self.phases.phase(rnd, "train") as rec:
-            cfg = ConfigRecord({**dict(train_config), **self._base_config(),
-                                "server-round": rnd, "round": chain_round, "mode": P.MODE_COOP})
-            node_ids = [n for n in self.addresses]
-            n_train = max(int(len(node_ids) * self.fraction_train),
-                          min(self.min_train_nodes, len(node_ids)), 1)
-            if n_train < len(node_ids):
-                node_ids = list(np.random.default_rng([rnd, task_id]).choice(
-                    node_ids, n_train, replace=False))
-            from coopflower.fusion.serialize import is_metamodel_arrays
-
-            # a MetaModel (fusion aggregation) is the initiator's, not a starting point for
-            # the contributors' own architectures, so it stays home: after round 1 the
-            # contributors continue their own private models (even before any MetaModel exists,
-            # when no model was accepted yet: the initial arrays would restart them)
-            fusing = rnd > 1 and bool(getattr(self.aggregate_fn, "produces_metamodel", False))
-            to_nodes = ArrayRecord() if fusing or is_metamodel_arrays(arrays) else arrays
-            content = RecordDict({P.ARRAYS: to_nodes, P.CONFIG: cfg})
-            msgs = [Message(content, int(nid), "train") for nid in node_ids]
+            msgs, node_ids = self._train_messages(grid, rnd, chain_round, arrays, train_config,
+                                                  report)
             self.meter.add_sent(rnd, msgs)
             replies = send_and_receive(grid, msgs, timeout=timeout)
             self.meter.add_received(rnd, replies)
@@ -601,14 +693,20 @@ class CoordinatedStrategy(FedAvg):
                         per_node.setdefault(vnode, []).append(sid)
             vmsgs = []
             for nid, sids in per_node.items():
-                vcfg = ConfigRecord({
+                vcfg = {
                     **self._base_config(), "server-round": rnd, "round": chain_round,
                     "submission-ids": sids,
                     "cids": [by_id[s].cid for s in sids],
                     "content-hashes": [by_id[s].content_hash for s in sids],
-                    "min-accuracy-bps": self.task.min_accuracy_bps,
-                })
-                vmsgs.append(Message(RecordDict({P.CONFIG: vcfg}), nid, P.MSG_VERIFY))
+                }
+                if self.inner is not None:
+                    vcfg.update({"metric": self.task.metric,
+                                 "min-metric-bps": self.task.threshold_bps()})
+                    vmsgs.append(wrapped.verify_message(nid, vcfg, arrays, evaluate_config))
+                else:
+                    vcfg["min-accuracy-bps"] = self.task.min_accuracy_bps
+                    vmsgs.append(Message(RecordDict({P.CONFIG: ConfigRecord(vcfg)}), nid,
+                                         P.MSG_VERIFY))
             self.meter.add_sent(rnd, vmsgs)
             vreplies = send_and_receive(
                 grid, vmsgs, timeout=self.verify_timeout or timeout) if vmsgs else []
@@ -672,8 +770,12 @@ class CoordinatedStrategy(FedAvg):
         # ---- aggregate the accepted models, store the result (its CID goes on chain)
         with self.phases.phase(rnd, "aggregate") as rec:
             models = self._fetch(rnd, [by_id[sid] for sid in accepted_ids])
-            current = {k: np.asarray(a.numpy()) for k, a in arrays.items()}
-            agg = self.aggregate_fn(models, current or None)
+            if self.inner is not None:
+                reply_of = {s.cid: m for s, m in zip(subs, sub_meta, strict=True)}
+                agg = self._inner_aggregate(rnd, models, reply_of, report)
+            else:
+                current = {k: np.asarray(a.numpy()) for k, a in arrays.items()}
+                agg = self.aggregate_fn(models, current or None)
             meta: tuple[bytes, bytes] | None = None
             if agg is not None:
                 from coopflower.blob import pack_arrays
@@ -704,6 +806,50 @@ class CoordinatedStrategy(FedAvg):
             tail = None
         report.wall_seconds = time.perf_counter() - t_round
         return report, tail
+
+    def _train_messages(self, grid: Grid, rnd: int, chain_round: int, arrays: ArrayRecord,
+                        train_config: ConfigRecord, report: RoundReport,
+                        ) -> tuple[list[Message], list[int]]:
+        """The round's train messages and the node ids they go to."""
+        base = {**self._base_config(), "server-round": rnd, "round": chain_round}
+        if self.inner is not None:
+            msgs, outsiders = wrapped.train_messages(self.inner, grid, rnd, arrays, train_config,
+                                                     self.addresses, base)
+            for nid in outsiders:
+                report.failures.append(NodeFailure("train", nid, "sampled by the inner "
+                                                   "strategy but not registered: left out"))
+            return msgs, [m.metadata.dst_node_id for m in msgs]
+        cfg = ConfigRecord({**dict(train_config), **base, "mode": P.MODE_COOP})
+        node_ids = [n for n in self.addresses]
+        n_train = max(int(len(node_ids) * self.fraction_train),
+                      min(self.min_train_nodes, len(node_ids)), 1)
+        if n_train < len(node_ids):
+            node_ids = list(np.random.default_rng([rnd, int(self.task_id or 0)]).choice(
+                node_ids, n_train, replace=False))
+        from coopflower.fusion.serialize import is_metamodel_arrays
+
+        # a MetaModel (fusion aggregation) is the initiator's, not a starting point for the
+        # contributors' own architectures, so it stays home: after round 1 the contributors
+        # continue their own private models (even before any MetaModel exists, when no model
+        # was accepted yet: the initial arrays would restart them)
+        fusing = rnd > 1 and bool(getattr(self.aggregate_fn, "produces_metamodel", False))
+        to_nodes = ArrayRecord() if fusing or is_metamodel_arrays(arrays) else arrays
+        content = RecordDict({P.ARRAYS: to_nodes, P.CONFIG: cfg})
+        return [Message(content, int(nid), "train") for nid in node_ids], [int(n) for n in
+                                                                          node_ids]
+
+    def _inner_aggregate(self, rnd: int, models: Sequence[AcceptedModel],
+                         reply_of: dict[bytes, Message], report: RoundReport,
+                         ) -> dict[str, Any] | None:
+        """The accepted models aggregated by the inner strategy (its metrics kept for the
+        round's train metrics)."""
+        assert self.inner is not None
+        pairs = [(m.arrays, reply_of[m.cid]) for m in models]
+        new, metrics = wrapped.aggregate_accepted(self.inner, rnd, pairs)
+        report.app_train_metrics = metrics
+        if new is None:
+            return None
+        return {k: np.asarray(a.numpy()) for k, a in new.items()}
 
     def _finish_on_chain(
         self, rnd: int, report: RoundReport, votes: Sequence[Any], by_id: dict[int, Any],
@@ -773,6 +919,10 @@ class CoordinatedStrategy(FedAvg):
             "accepted": report.accepted,
             "tx": report.tx,
         }
+        if self.inner is not None:
+            for key, value in (report.app_train_metrics or {}).items():
+                out[key] = value
+            return MetricRecord(out)
         for key in ("train-loss", "train-accuracy"):
             out[key] = sum(w * _metric(m, key) for w, m in zip(n, replies, strict=True)) / total
         return MetricRecord(out)

@@ -1,0 +1,271 @@
+"""``coop_mod``: the coordinated round as a Flower client mod, around the app's own handlers.
+
+An existing ClientApp adopts coopflower with one argument::
+
+    from coopflower.client import coop_mod
+
+    app = ClientApp(mods=[coop_mod])   # the app's own @app.train and @app.evaluate stay
+
+The mod answers the coordination stages (``coopflower.client.stages``) and lets everything else
+through. It calls the app's handlers only where the round needs them:
+
+- ``register`` (an evaluate message): the node's signed consent to be registered; the app is
+  not called.
+- ``train``: the app's train, on exactly the message a plain Flower strategy would send (the
+  ``coop`` record removed). Its returned arrays are checked against the global model it was sent
+  (names, shapes, finite values), packed into a safetensors blob, stored by CID and signed; the
+  reply carries the submission and the app's own metrics, no arrays.
+- ``verify`` (an evaluate message): for each assigned model, fetch it by CID, check it (content
+  hash, blob structure, the global model's names and shapes, finite values), hand it to the
+  app's evaluate as an ordinary evaluate message, read the task's metric from the reply, and
+  sign the vote. A model that fails a check is a "no" with its reason; an app whose evaluate
+  fails or does not return the metric makes the whole stage fail with a named error (that is the
+  verifier's fault, not the contributor's).
+
+Node config keys the mod reads: ``key-file`` (the node's Ethereum key, created on first start;
+default ``$COOPFLOWER_HOME/keys/node-<partition-id or node id>.json``, home ``~/.coopflower``)
+and ``store`` (overrides the server's storage spec, e.g. the node's own IPFS RPC URL).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp.typing import ClientAppCallable
+
+from coopflower.client import protocol as P
+from coopflower.client import stages as S
+from coopflower.client.keys import NodeKey, load_or_create_key
+
+__all__ = ["coop_mod", "CoopModError", "AppReplyError", "COOP_METRICS"]
+
+# the mod's own figures travel in their own record, apart from the app's metrics
+COOP_METRICS = "coop-metrics"
+
+
+class CoopModError(P.ProtocolError):
+    """A coordination stage the mod cannot carry out (bad message, unsupported option)."""
+
+
+class AppReplyError(CoopModError):
+    """The app's own handler failed or replied with something the round cannot use."""
+
+
+def coop_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """A Flower mod (``ClientApp(mods=[coop_mod])``): answer coopflower's stages, pass the rest.
+
+    Args:
+        msg: the incoming message. context: the node's context. call_next: the app's handler
+            (behind any later mods).
+
+    Returns:
+        The reply.
+    """
+    stage = S.stage_of(msg.content.config_records)
+    if stage is None:
+        return call_next(msg, context)
+    if stage == S.REGISTER:
+        return _register(msg, context)
+    if stage == S.TRAIN:
+        return _train(msg, context, call_next)
+    return _verify(msg, context, call_next)
+
+
+# ---------------------------------------------------------------- helpers
+def node_key(context: Context) -> NodeKey:
+    """The node's signing key from its ``key-file`` node config (created on first start)."""
+    cfg = context.node_config
+    ident = cfg.get("partition-id", context.node_id)
+    home = Path(os.environ.get("COOPFLOWER_HOME", "~/.coopflower"))
+    path = cfg.get("key-file") or home / "keys" / f"node-{ident}.json"
+    return load_or_create_key(Path(str(path)).expanduser())
+
+
+def _coop(msg: Message) -> ConfigRecord:
+    return msg.content.config_records[S.COOP]
+
+
+def _store_spec(context: Context, coop: Mapping[str, Any]) -> str | None:
+    spec = context.node_config.get("store") or coop.get("store")
+    return str(spec) if spec else None
+
+
+def _for_app(msg: Message, content: RecordDict) -> Message:
+    """A message to the app's handler: ``content`` under ``msg``'s metadata (same run, node,
+    type), as if a plain Flower strategy had sent it."""
+    # Flower's own constructor argument for a message with given metadata (typed only in its
+    # implementation, not its overloads)
+    return Message(content=content, metadata=copy.copy(msg.metadata))  # type: ignore[call-overload]
+
+
+def _app_reply(reply: Message, handler: str) -> RecordDict:
+    if reply.has_error():
+        raise AppReplyError(f"the app's {handler} failed: {reply.error.reason}")
+    return reply.content
+
+
+def _one_metrics(content: RecordDict, handler: str) -> MetricRecord:
+    records = list(content.metric_records.values())
+    if len(records) != 1:
+        raise AppReplyError(f"the app's {handler} replied with {len(records)} metric records; "
+                            "the round needs exactly one")
+    return records[0]
+
+
+def _plain(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {k: np.asarray(a.numpy()) for k, a in record.items()}
+
+
+def _non_finite(arrays: Mapping[str, np.ndarray]) -> str:
+    for name in sorted(arrays):
+        arr = arrays[name]
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            return f"array {name!r} holds NaN or infinite values"
+    return ""
+
+
+# ---------------------------------------------------------------- stages
+def _register(msg: Message, context: Context) -> Message:
+    from coopflower.client import duties
+
+    key = node_key(context)
+    record = ConfigRecord({
+        "address": key.address,
+        "signature": duties.sign_registration(key, _coop(msg)),
+        "partition-id": int(context.node_config.get("partition-id", -1)),
+        "model": "",
+    })
+    return Message(content=RecordDict({P.REGISTRATION: record}), reply_to=msg)
+
+
+def _train(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    from coopflower.blob import pack_arrays
+    from coopflower.client import duties
+
+    t0 = time.perf_counter()
+    coop = _coop(msg)
+    if P.get_str(coop, "encryption", ""):
+        raise CoopModError("this task asks for IVHE encryption, which coop_mod does not do "
+                           "for an app's own model yet (use the paper app's handlers)")
+    content = RecordDict({k: v for k, v in msg.content.items() if k != S.COOP})
+    reply = _app_reply(call_next(_for_app(msg, content), context), "train")
+    t_app = time.perf_counter() - t0
+    if len(reply.array_records) != 1:
+        raise AppReplyError(f"the app's train replied with {len(reply.array_records)} array "
+                            "records; the round needs exactly one (the trained model)")
+    arrays = _plain(next(iter(reply.array_records.values())))
+    sent = msg.content.array_records
+    if len(sent) == 1 and len(next(iter(sent.values()))) and not coop.get("heterogeneous"):
+        sent_shapes = {k: tuple(v.shape) for k, v in _plain(next(iter(sent.values()))).items()}
+        why = S.shape_mismatch(arrays, sent_shapes)
+        if why:
+            raise AppReplyError(f"the app's train returned {why}")
+    why = _non_finite(arrays)
+    if why:
+        raise AppReplyError(f"the app's train returned a model whose {why}")
+    metrics = _one_metrics(reply, "train")
+    examples = metrics.get(P.get_str(coop, "weighted-by", "num-examples"), 0)
+    count = int(examples) if isinstance(examples, int | float) else 0
+    blob = pack_arrays(arrays, {"num-examples": str(count), "classes": ""})
+    key = node_key(context)
+    sub = duties.make_submission(key, coop, blob, _store_spec(context, coop))
+    record = ConfigRecord({
+        "cid": sub.cid, "content-hash": sub.content_hash, "signature": sub.signature,
+        "contributor": key.address, "model": "",
+    })
+    ours = MetricRecord({"compute-seconds": t_app, "blob-bytes": len(blob),
+                         "handler-seconds": time.perf_counter() - t0})
+    return Message(content=RecordDict({P.SUBMISSION: record, P.METRICS: metrics,
+                                       COOP_METRICS: ours}), reply_to=msg)
+
+
+def _verify(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    from coopflower.client import duties
+
+    t0 = time.perf_counter()
+    coop = _coop(msg)
+    ids = P.get_list(coop, "submission-ids", int)
+    cids = P.get_list(coop, "cids", bytes)
+    hashes = P.get_list(coop, "content-hashes", bytes)
+    if not len(ids) == len(cids) == len(hashes):
+        raise CoopModError("submission-ids, cids and content-hashes differ in length")
+    metric = P.get_str(coop, "metric")
+    min_bps = P.get_int(coop, "min-metric-bps")
+    expected = S.decode_shapes(coop)
+    key = node_key(context)
+    store = _store_spec(context, coop)
+    eval_config = msg.content.config_records.get(P.CONFIG, ConfigRecord())
+    out: dict[str, list[Any]] = {"approve": [], "signatures": [], "accuracy-bps": [],
+                                 "reasons": []}
+    stats = {"compute-seconds": 0.0, "fetched-bytes": 0, "num-examples": 0}
+    for sid, cid, chash in zip(ids, cids, hashes, strict=True):
+        arrays, reason, fetched = _fetch_checked(store, bytes(cid), bytes(chash), expected)
+        stats["fetched-bytes"] += fetched
+        value = float("nan")
+        if arrays is not None:
+            t1 = time.perf_counter()
+            value, n = _app_metric(msg, context, call_next, arrays, eval_config, metric)
+            stats["compute-seconds"] += time.perf_counter() - t1
+            stats["num-examples"] += n
+            if not value * 10000 >= min_bps:
+                reason = f"{metric} {value:.4g} below {min_bps / 10000:.4g}"
+        approve = not reason
+        bps = S.metric_bps(value) if arrays is not None else 0
+        digest = duties.model_digest(bytes(cid), bytes(chash))
+        out["approve"].append(approve)
+        out["accuracy-bps"].append(bps)
+        out["reasons"].append(reason)
+        out["signatures"].append(duties.sign_vote(key, coop, int(sid), digest, approve, bps))
+    record = ConfigRecord({"submission-ids": [int(i) for i in ids], **out,
+                           "verifier": key.address})
+    ours = MetricRecord({**stats, "handler-seconds": time.perf_counter() - t0})
+    return Message(content=RecordDict({P.VOTES: record, COOP_METRICS: ours}), reply_to=msg)
+
+
+def _fetch_checked(store: str | None, cid: bytes, chash: bytes,
+                   expected: Mapping[str, tuple[int, ...]],
+                   ) -> tuple[dict[str, np.ndarray] | None, str, int]:
+    """The model behind ``cid`` when it passes every check, else ``None`` and the reason."""
+    from coopflower.blob import BlobError, unpack_arrays
+    from coopflower.client.duties import open_store
+    from coopflower.ledger.eip712 import content_hash
+    from coopflower.storage.errors import StorageError
+
+    try:
+        blob = open_store(store).get(cid)
+    except StorageError as exc:
+        return None, f"fetch failed: {exc}", 0
+    if content_hash(blob) != chash:
+        return None, "content hash does not match the blob", len(blob)
+    try:
+        arrays, _ = unpack_arrays(blob)
+    except BlobError as exc:
+        return None, f"malformed model blob: {exc}", len(blob)
+    why = S.shape_mismatch(arrays, expected) if expected else ""
+    why = why or _non_finite(arrays)
+    return (None, why, len(blob)) if why else (arrays, "", len(blob))
+
+
+def _app_metric(msg: Message, context: Context, call_next: ClientAppCallable,
+                arrays: Mapping[str, np.ndarray], config: ConfigRecord,
+                metric: str) -> tuple[float, int]:
+    """Hand ``arrays`` to the app's evaluate as an ordinary evaluate message; the named metric
+    and the number of examples it reports (0 when it reports none)."""
+    content = RecordDict({P.ARRAYS: ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+                          P.CONFIG: config})
+    reply = _app_reply(call_next(_for_app(msg, content), context), "evaluate")
+    metrics = _one_metrics(reply, "evaluate")
+    if metric not in metrics:
+        raise AppReplyError(f"the app's evaluate returned no metric {metric!r} (the task's "
+                            f"criterion); it returned {sorted(metrics)}")
+    value = metrics[metric]
+    if isinstance(value, list) or isinstance(value, bool):
+        raise AppReplyError(f"the app's evaluate metric {metric!r} is not a number: {value!r}")
+    return float(value), int(metrics.get("num-examples", 0))  # type: ignore[arg-type]
