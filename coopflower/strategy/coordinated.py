@@ -173,6 +173,12 @@ def _metric(msg: Message, key: str) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
+def _last_line(text: str) -> str:
+    """An error reason's last non-empty line (a node's traceback ends with the exception)."""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[-1] if lines else str(text)
+
+
 def _tally_votes(votes: Sequence[Any], by_id: dict[int, Any], quorum: int) -> list[int]:
     """The submissions the votes accept, by the contract's rule (majority of votes cast, with
     quorum): what settlement will decide when every assigned verifier voted."""
@@ -492,6 +498,14 @@ class CoordinatedStrategy(FedAvg):
                           f"{len(self.addresses)} nodes registered")
         for f in reg_failures:
             log(WARNING, "node %d failed to register: %s", f.node_id, f.reason)
+        if len(self.addresses) < self.task.k + 1:
+            reasons = sorted({_last_line(f.reason) for f in reg_failures}) or ["no reply"]
+            hint = (" Does the ClientApp run coopflower's mod: ClientApp(mods=[coop_mod])?"
+                    if self.inner is not None else "")
+            raise StrategyError(
+                f"{len(self.addresses)} of {len(node_ids)} nodes registered, the task needs "
+                f"{self.task.k + 1} (k={self.task.k} verifiers besides each contributor); "
+                f"the others said: {'; '.join(reasons)[:600]}.{hint}")
 
         if evaluate_fn:
             res = evaluate_fn(0, initial_arrays)

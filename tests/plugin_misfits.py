@@ -1,0 +1,72 @@
+"""A small Flower app (an MLP on a synthetic 3-class task, the shape of Flower's template) and
+misbehaving variants of its handlers, for the plugin's failure tests. Nothing here knows
+coopflower except where a test says so (``mods=[coop_mod]``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+
+W = np.random.default_rng(0).normal(size=(8, 3))
+
+
+def load_data(pid: int, n: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    rng = np.random.default_rng(pid + 10)
+    x = rng.normal(size=(n, 8)).astype(np.float32)
+    return torch.tensor(x), torch.tensor((x @ W).argmax(1))
+
+
+def Net() -> torch.nn.Module:  # noqa: N802 - the template's name
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+
+
+def accuracy(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((net(x).argmax(1) == y).float().mean())
+
+
+def train(msg: Message, context: Context) -> Message:
+    net = Net()
+    net.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    x, y = load_data(int(context.node_config["partition-id"]))
+    opt = torch.optim.SGD(net.parameters(), lr=float(msg.content["config"]["lr"]))
+    for _ in range(20):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+    metrics = MetricRecord({"train_loss": float(loss.detach()), "num-examples": len(y)})
+    return Message(RecordDict({"arrays": ArrayRecord(net.state_dict()), "metrics": metrics}),
+                   reply_to=msg)
+
+
+def evaluate(msg: Message, context: Context) -> Message:
+    net = Net()
+    net.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    x, y = load_data(100 + int(context.node_config["partition-id"]))
+    metrics = MetricRecord({"eval_acc": accuracy(net, x, y), "num-examples": len(y)})
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+def misfit_train(msg: Message, context: Context) -> Message:
+    """Node 0 returns another architecture, node 1 raises; the others train."""
+    pid = int(context.node_config["partition-id"])
+    if pid == 0:
+        other = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+        return Message(RecordDict({"arrays": ArrayRecord(other.state_dict()),
+                                   "metrics": MetricRecord({"num-examples": 1})}), reply_to=msg)
+    if pid == 1:
+        raise RuntimeError("the app's data loader broke")
+    return train(msg, context)
+
+
+def central(x_seed: int = 999):  # type: ignore[no-untyped-def]
+    x, y = load_data(x_seed)
+
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        net = Net()
+        net.load_state_dict(arrays.to_torch_state_dict())
+        return MetricRecord({"accuracy": accuracy(net, x, y)})
+
+    return evaluate_fn

@@ -1,0 +1,134 @@
+"""The wrapped strategy and ``coop_mod`` in real Flower simulations of a small app of the
+template's shape (``tests/plugin_misfits.py``): any inner Flower strategy aggregates, and each way
+a run can go wrong is a named error in the report or a ``StrategyError``, never a silent
+substitute and never a payment for something the task did not ask for."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg, FedMedian
+from flwr.simulation import run_simulation
+
+from coopflower.client import coop_mod
+from coopflower.strategy.coordinated import CoordinatedStrategy, StrategyError, TaskConfig
+from tests import plugin_misfits as app_code
+
+pytestmark = pytest.mark.slow
+
+
+def _client(train: Callable[..., Any] = app_code.train, mods: bool = True) -> ClientApp:
+    app = ClientApp(mods=[coop_mod] if mods else [])
+    app.train()(train)
+    app.evaluate()(app_code.evaluate)
+    return app
+
+
+def _run(tmp_path: Path, client: ClientApp, nodes: int,
+         strategy: Callable[[], CoordinatedStrategy], rounds: int = 1) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    os.environ["COOPFLOWER_HOME"] = str(tmp_path / "home")
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        import torch
+
+        torch.manual_seed(0)
+        s = out["strategy"] = strategy()
+        out["initial"] = ArrayRecord(app_code.Net().state_dict())
+        try:
+            out["result"] = s.start(grid=grid, initial_arrays=out["initial"],
+                                    train_config=ConfigRecord({"lr": 0.5}), num_rounds=rounds,
+                                    evaluate_fn=app_code.central())
+        except StrategyError as exc:
+            out["error"] = exc
+
+    run_simulation(server_app=server, client_app=client, num_supernodes=nodes,
+                   backend_config={"client_resources": {"num_cpus": 1}})
+    return out
+
+
+def _task(**kw: Any) -> TaskConfig:
+    return TaskConfig(**{"metric": "eval_acc", "min_metric": 0.5, **kw})
+
+
+def test_fedmedian_inside_aggregates_the_accepted_models(tmp_path: Path) -> None:
+    store = str(tmp_path / "store")
+    out = _run(tmp_path, _client(), 4, lambda: CoordinatedStrategy(
+        FedMedian(fraction_train=1.0), task=_task(), store=store), rounds=2)
+    res = out["result"]
+    central = [float(res.evaluate_metrics_serverapp[r]["accuracy"]) for r in (0, 1, 2)]
+    assert central[0] < 0.5 < 0.85 < central[2], central  # the app's own model learned
+    assert [r.accepted for r in out["strategy"].reports] == [4, 4]
+    assert "eval_acc" in res.evaluate_metrics_clientapp[2]  # FedMedian's federated evaluation
+    assert "train_loss" in res.train_metrics_clientapp[1]  # the app's metrics, aggregated
+
+
+def test_misfit_replies_are_named_and_not_submitted(tmp_path: Path) -> None:
+    out = _run(tmp_path, _client(app_code.misfit_train), 5, lambda: CoordinatedStrategy(
+        FedAvg(fraction_train=1.0), task=_task(), store=str(tmp_path / "store")))
+    report = out["strategy"].reports[0]
+    reasons = [f.reason for f in report.failures if f.phase == "train"]
+    assert any("arrays do not match the global model" in r or "has shape" in r
+               for r in reasons), reasons
+    assert any("the app's data loader broke" in r for r in reasons), reasons
+    assert len(report.submissions) == 3 and report.accepted == 3  # only what the task asked
+
+
+def test_a_criterion_nobody_reaches_accepts_and_pays_no_contributor(tmp_path: Path) -> None:
+    out = _run(tmp_path, _client(), 4, lambda: CoordinatedStrategy(
+        FedAvg(fraction_train=1.0), task=_task(min_metric=0.999),
+        store=str(tmp_path / "store")))
+    strategy, res = out["strategy"], out["result"]
+    report = strategy.reports[0]
+    assert report.accepted == 0 and report.meta_cid is None
+    assert all(s[2] == "REJECTED" for s in report.submissions.values())
+    for name, arr in out["initial"].items():  # the global model is the initial one
+        np.testing.assert_array_equal(res.arrays[name].numpy(), arr.numpy())
+    ledger, task = strategy.ledger, strategy.task_id
+    settled = ledger.round_record(task, 1).round_settled[0].args
+    assert int(settled["accepted"]) == 0
+
+
+def test_a_metric_the_app_does_not_return_is_each_verifiers_named_error(tmp_path: Path) -> None:
+    out = _run(tmp_path, _client(), 4, lambda: CoordinatedStrategy(
+        FedAvg(fraction_train=1.0), task=_task(metric="accuracy", vote_blocks=3),
+        store=str(tmp_path / "store")))
+    report = out["strategy"].reports[0]
+    reasons = [f.reason for f in report.failures if f.phase == "verify"]
+    assert len(reasons) == 4 and all("no metric 'accuracy'" in r for r in reasons), reasons
+    assert report.accepted == 0 and report.votes == 0
+
+
+def test_an_app_without_the_mod_is_told_so(tmp_path: Path) -> None:
+    out = _run(tmp_path, _client(mods=False), 4, lambda: CoordinatedStrategy(
+        FedAvg(fraction_train=1.0), task=_task(), store=str(tmp_path / "store")))
+    assert "error" in out, "the run went on without coop_mod"
+    assert "0 of 4 nodes registered" in str(out["error"])
+    assert "ClientApp(mods=[coop_mod])" in str(out["error"])
+
+
+def test_a_federation_too_small_for_k_fails_fast(tmp_path: Path) -> None:
+    out = _run(tmp_path, _client(), 2, lambda: CoordinatedStrategy(
+        FedAvg(fraction_train=1.0), task=_task(k=3), connect_timeout=2,
+        store=str(tmp_path / "store")))
+    assert "the federation has 2 nodes" in str(out.get("error")), out
+    assert "needs at least 4" in str(out["error"])
+
+
+def test_a_wrapped_strategy_needs_the_apps_metric() -> None:
+    with pytest.raises(StrategyError, match="TaskConfig\\(metric="):
+        CoordinatedStrategy(FedAvg(), task=TaskConfig())
+    with pytest.raises(StrategyError, match="needs min_metric"):
+        CoordinatedStrategy(FedAvg(), task=TaskConfig(metric="eval_acc"))
+    with pytest.raises(StrategyError, match="must lie in \\[0, 1\\]"):
+        CoordinatedStrategy(FedAvg(), task=TaskConfig(metric="eval_acc", min_metric=80))
