@@ -5,9 +5,7 @@ Run config keys: see ``coopflower.app.settings.AppSettings``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +15,7 @@ from flwr.serverapp.strategy import Result, Strategy
 
 from coopflower.app.settings import AppSettings
 from coopflower.strategy.coordinated import CoordinatedStrategy
+from coopflower.strategy.report import write_report
 
 __all__ = ["app", "central_evaluator", "held_out_parts", "initial_arrays", "run_server",
            "make_server_app", "write_report"]
@@ -137,23 +136,6 @@ def run_server(grid: Grid, settings: AppSettings) -> tuple[Strategy, Result]:
     if settings.report_file:
         write_report(settings.report_file, strategy, result)
     return strategy, result
-
-
-def write_report(path: str, strategy: Strategy, result: Result) -> None:
-    """Write a JSON report of a run: contract, task, and per round its phases, timings,
-    transactions, bytes, accepted models and failures, plus central accuracy."""
-    doc: dict[str, Any] = {"strategy": type(strategy).__name__, "central": {
-        str(r): dict(m) for r, m in result.evaluate_metrics_serverapp.items()}}
-    if isinstance(strategy, CoordinatedStrategy):
-        doc.update(contract=strategy.ledger.address, task=strategy.task_id, rounds=[{
-            "round": r.server_round, "chain_round": r.chain_round,
-            "phase_seconds": r.phase_seconds, "wall_seconds": r.wall_seconds,
-            "compute_seconds": r.compute_seconds, "tx": r.tx, "gas": r.gas, "bytes": r.bytes,
-            "submissions": len(r.submissions), "votes": r.votes, "accepted": r.accepted,
-            "meta_cid": r.meta_cid.hex() if r.meta_cid else None,
-            "failures": [f"{f.phase} node {f.node_id}: {f.reason}" for f in r.failures],
-        } for r in strategy.reports], setup_seconds=strategy.phases.seconds(0).get("setup"))
-    Path(path).write_text(json.dumps(doc, indent=1))
 
 
 def make_server_app(

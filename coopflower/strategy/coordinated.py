@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 import sys
 import threading
 import time
@@ -251,7 +252,11 @@ class CoordinatedStrategy(FedAvg):
             handlers and the task names the app's metric. ``None``: the paper app's protocol
             (coopflower's own handlers), sampling by ``fedavg_kwargs`` and ``aggregate_fn``.
         task: the task's rules (published on first use unless ``task_id`` is given).
-        chain: a JSON-RPC URL, or ``None`` for the embedded in-process EVM.
+        chain: a JSON-RPC URL, or ``None`` for ``$COOPFLOWER_CHAIN`` or else the embedded
+            in-process EVM (``private_key`` and ``contract`` likewise default to
+            ``$COOPFLOWER_CHAIN_KEY`` and ``$COOPFLOWER_CONTRACT``; ``$COOPFLOWER_REPORT`` names
+            a file for the run's JSON report): an operator points an app's unchanged code at a
+            chain.
         private_key: the initiator's sending key (required for a URL).
         contract: an existing deployment's address (default: deploy a new one).
         ledger: an already bound ``coopflower.ledger.CoopLedger`` (overrides the three above).
@@ -314,9 +319,11 @@ class CoordinatedStrategy(FedAvg):
         if strategy is not None and aggregate_fn is not weighted_average:
             raise StrategyError("with a wrapped strategy the inner strategy aggregates: pass "
                                 "either a strategy or aggregate_fn, not both")
-        self.chain_url = chain
-        self.private_key = private_key
-        self.contract_address = contract
+        # an operator points an app's unchanged code at a chain through the environment
+        self.chain_url = chain or os.environ.get("COOPFLOWER_CHAIN") or None
+        self.private_key = private_key or os.environ.get("COOPFLOWER_CHAIN_KEY") or None
+        self.contract_address = contract or os.environ.get("COOPFLOWER_CONTRACT") or None
+        self.report_file = os.environ.get("COOPFLOWER_REPORT") or None
         self.ledger = ledger
         self.task_id = task_id
         self.store_spec = store
@@ -543,6 +550,10 @@ class CoordinatedStrategy(FedAvg):
             result.arrays = arrays
         for line in io.StringIO(str(result)):
             log(INFO, "\t%s", line.strip("\n"))
+        if self.report_file:
+            from coopflower.strategy.report import write_report
+
+            write_report(self.report_file, self, result)
         return result
 
     def _wait_for_nodes(self, grid: Grid, need: int) -> list[int]:
