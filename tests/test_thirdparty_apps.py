@@ -68,7 +68,10 @@ def _simulate(folder: Path, package: str, result_file: Path) -> dict[str, float]
     return {r: float(m["accuracy"]) for r, m in doc["central"].items()}
 
 
-@pytest.mark.parametrize(("name", "package", "chance"), [("breastcancer", "bcapp", 0.63)])
+@pytest.mark.parametrize(("name", "package", "chance"), [
+    ("breastcancer", "bcapp", 0.63),  # an MLP on scikit-learn's data; chance: the majority class
+    ("shapes32", "imgapp", 0.25),  # an unpadded CNN, functional ReLU, 3x32x32 in [-1, 1]
+])
 def test_a_fedavg_app_adopts_the_coordinated_round_by_its_diff(
     tmp_path: Path, name: str, package: str, chance: float, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
