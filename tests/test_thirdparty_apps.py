@@ -104,3 +104,63 @@ def test_a_fedavg_app_adopts_the_coordinated_round_by_its_diff(
     for curve in (fedavg, coop):  # the app's own model learns, well above chance
         assert curve["0"] < curve["3"], curve
         assert curve["3"] >= chance + 0.2, curve
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"the SuperLink did not listen on {port} (exit code {proc.poll()})")
+
+
+def test_the_coordinated_app_runs_under_flwr_run_on_a_simulation_superlink(
+    tmp_path: Path,
+) -> None:
+    """``flwr run`` as a user types it, against a local simulation SuperLink (runtime
+    dependency installation off: the app's dependencies are installed), on anvil."""
+    from coopflower.ledger.nodes import free_port
+
+    bin_dir = Path(sys.executable).parent
+    app = _copy(tmp_path, "breastcancer", True)
+    port = free_port()
+    home = tmp_path / "flwr"
+    home.mkdir()
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "127.0.0.1:{port}"\n'
+        'insecure = true\n')
+    report, result = tmp_path / "report.json", tmp_path / "result.json"
+    with anvil() as node:
+        env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0",
+               "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+               "COOPFLOWER_HOME": str(tmp_path / "coop"), "COOPFLOWER_CHAIN": node.url,
+               "COOPFLOWER_CHAIN_KEY": node.private_keys[0],
+               "COOPFLOWER_STORE": str(tmp_path / "store"),
+               "COOPFLOWER_REPORT": str(report), "APP_RESULT_FILE": str(result)}
+        with open(tmp_path / "superlink.log", "wb") as log:
+            link = subprocess.Popen(
+                [str(bin_dir / "flower-superlink"), "--insecure", "--simulation",
+                 "--disable-runtime-dependency-installation", "--database",
+                 str(tmp_path / "state.db"), "--host", "127.0.0.1", "--port", str(port)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            try:
+                _wait_listening(port, link)
+                run = subprocess.run(
+                    [str(bin_dir / "flwr"), "run", str(app), "local", "--federation-config",
+                     f"num-supernodes={NODES}", "--stream"],
+                    env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+            finally:
+                os.killpg(link.pid, 15)
+                link.wait(20)
+        assert report.exists(), (run.stdout[-3000:], run.stderr[-3000:],
+                                 (tmp_path / "superlink.log").read_text()[-3000:])
+        doc = json.loads(report.read_text())
+        assert all(r["submissions"] == NODES and not r["failures"] for r in doc["rounds"])
+        assert run_audit(node.url, doc["contract"], str(tmp_path / "store"), doc["task"]) == 0
+    central = json.loads(result.read_text())["central"]
+    assert float(central["3"]["accuracy"]) >= 0.83 > float(central["0"]["accuracy"])
