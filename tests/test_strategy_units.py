@@ -80,7 +80,7 @@ def test_pull_schedule_grows_to_its_cap_and_rejects_nonsense() -> None:
 def test_tally_of_relayed_votes_follows_the_contract_rule() -> None:
     from types import SimpleNamespace
 
-    from coopflower.strategy.coordinated import _tally_votes
+    from coopflower.strategy.replies import tally_votes as _tally_votes
 
     def votes(sid: int, *accept: bool) -> list[SimpleNamespace]:
         return [SimpleNamespace(submission=sid, accept=a) for a in accept]
@@ -94,7 +94,8 @@ def test_tally_of_relayed_votes_follows_the_contract_rule() -> None:
 
 
 def test_chain_tail_hands_its_error_to_the_joining_round() -> None:
-    from coopflower.strategy.coordinated import RoundReport, StrategyError, _ChainTail
+    from coopflower.strategy.coordinated import RoundReport, StrategyError
+    from coopflower.strategy.settlement import ChainTail as _ChainTail
 
     done: list[int] = []
     ok = _ChainTail(RoundReport(1), lambda: done.append(1))

@@ -1,0 +1,101 @@
+"""The aggregate stage: fetch the accepted models by CID, check them, aggregate, store.
+
+The wrapped strategy's inner strategy aggregates (on replies rebuilt from the blobs and the
+contributors' own metrics); the paper app's protocol uses the pluggable ``aggregate_fn``. The
+result is stored by CID; its CID and content hash go on chain in the record step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from logging import WARNING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord
+from flwr.supercore import log
+
+from coopflower.ledger.eip712 import content_hash
+from coopflower.strategy import wrapped
+from coopflower.strategy.aggregate import AcceptedModel
+
+if TYPE_CHECKING:
+    from coopflower.strategy.coordinated import CoordinatedStrategy
+    from coopflower.strategy.stages import RoundState
+
+__all__ = ["aggregate", "fetch"]
+
+
+def aggregate(s: CoordinatedStrategy, st: RoundState,
+              accepted_ids: Sequence[int]) -> tuple[bytes, bytes] | None:
+    """Aggregate the accepted submissions; returns the stored result's (CID, content hash),
+    and sets the report's ``new_arrays`` (``None`` when nothing fits: the model is kept)."""
+    report, rnd = st.report, st.rnd
+    with s.phases.phase(rnd, "aggregate") as rec:
+        models = fetch(s, rnd, [st.by_id[sid] for sid in accepted_ids])
+        agg = _inner_aggregate(s, st, models) if s.inner is not None else s.aggregate_fn(
+            models, {k: np.asarray(a.numpy()) for k, a in st.arrays.items()} or None)
+        if agg is None:
+            rec.detail = "no accepted model fits: global model unchanged"
+            return None
+        from coopflower.blob import pack_arrays
+
+        blob = pack_arrays(agg, {"round": str(report.chain_round), "task": str(s.task_id or 0),
+                                 "aggregated": str(len(models))})
+        meta = (s.open_store().put(blob).to_bytes(), content_hash(blob))
+        s.meter.add_storage(rnd, len(blob))
+        report.meta_cid = meta[0]
+        report.new_arrays = ArrayRecord({k: Array(np.asarray(v)) for k, v in agg.items()})
+        rec.detail = f"{len(models)} accepted models aggregated and stored"
+        return meta
+
+
+def _inner_aggregate(s: CoordinatedStrategy, st: RoundState,
+                     models: Sequence[AcceptedModel]) -> dict[str, Any] | None:
+    """The accepted models aggregated by the inner strategy (its metrics kept for the round's
+    train metrics)."""
+    assert s.inner is not None
+    reply_of = {sub.cid: m for sub, m in zip(st.subs, st.replies, strict=True)}
+    new, metrics = wrapped.aggregate_accepted(s.inner, st.rnd,
+                                              [(m.arrays, reply_of[m.cid]) for m in models])
+    st.report.app_train_metrics = metrics
+    if new is None:
+        return None
+    return {k: np.asarray(a.numpy()) for k, a in new.items()}
+
+
+def _decrypt(s: CoordinatedStrategy, blob: bytes) -> tuple[dict[str, Any], dict[str, str]]:
+    """The initiator decrypts an accepted model: plaintext arrays and its metadata."""
+    from coopflower.crypto import EncryptedModel, decrypt_model
+
+    enc = EncryptedModel.from_bytes(blob)
+    state = decrypt_model(enc, s.secret_key)
+    arrays = {k: v.detach().cpu().numpy() for k, v in state.items()}
+    return arrays, {"model": enc.arch, **enc.metadata}
+
+
+def fetch(s: CoordinatedStrategy, rnd: int, accepted: Sequence[Any]) -> list[AcceptedModel]:
+    """Fetch accepted blobs by CID (the store checks the bytes) and unpack them; an unusable
+    one is logged and left out."""
+    from coopflower.blob import BlobError, unpack_arrays
+    from coopflower.crypto.errors import IVHEError
+    from coopflower.storage.errors import StorageError
+
+    store = s.open_store()
+    out = []
+    for sub in accepted:
+        try:
+            blob = store.get(sub.cid)
+            s.meter.add_storage(rnd, len(blob))
+            if content_hash(blob) != sub.content_hash:
+                raise ValueError("content hash mismatch")
+            arrays, meta = unpack_arrays(blob)
+            if s.encryption and meta.get("format", "").startswith("coopflower-ivhe"):
+                arrays, meta = _decrypt(s, blob)
+            classes = tuple(int(c) for c in meta.get("classes", "").split(",") if c)
+            out.append(AcceptedModel(sub.cid, sub.contributor, meta.get("model", ""),
+                                     int(meta.get("num-examples", "1")), arrays, classes))
+        except (StorageError, BlobError, IVHEError, ValueError) as exc:
+            log(WARNING, "accepted model %s unusable by the initiator: %s",
+                sub.cid.hex()[:16], exc)
+    return out

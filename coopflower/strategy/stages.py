@@ -1,0 +1,232 @@
+"""The coordinated round as a sequence of stage functions over a ``RoundState``.
+
+``CoordinatedStrategy._round`` calls them in order (the shape of Flower's SecAgg+ workflow):
+
+1. :func:`open_round`: the contract opens the round.
+2. :func:`train`: contributors train, upload and sign; the signed submissions are parsed.
+3. :func:`submit`: every submission in one transaction, which closes the window.
+4. :func:`assign`: verifiers from the randomness block, computed as the contract checks it.
+5. :func:`verify`: each verifier gets its assignments and returns signed votes.
+
+The chain steps after the votes (relay, settle, record the MetaModel) are in
+``coopflower.strategy.settlement``, the aggregation of the accepted models in
+``coopflower.strategy.accepted``. Each stage is timed and printed as a phase; failures of nodes
+go into the round's report, and the round goes on with the rest.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from coopflower.client import protocol as P
+from coopflower.ledger.eip712 import SignedSubmission, SignedVote
+from coopflower.strategy import wrapped
+from coopflower.strategy.messaging import send_and_receive
+from coopflower.strategy.replies import ReplyError, metric, parse_submission, parse_votes
+from coopflower.strategy.rounds import NodeFailure, RoundReport
+from coopflower.strategy.task import StrategyError
+
+if TYPE_CHECKING:
+    from coopflower.strategy.coordinated import CoordinatedStrategy
+
+__all__ = ["RoundState", "open_round", "train", "submit", "assign", "verify"]
+
+
+@dataclass
+class RoundState:
+    """What one round carries from stage to stage."""
+
+    rnd: int
+    arrays: ArrayRecord
+    report: RoundReport
+    started: float = field(default_factory=time.perf_counter)
+    tx0: int = 0
+    subs: list[SignedSubmission] = field(default_factory=list)
+    replies: list[Message] = field(default_factory=list)  # the submissions' train replies
+    by_id: dict[int, SignedSubmission] = field(default_factory=dict)
+    assignment: Any = None
+    votes: list[SignedVote] = field(default_factory=list)
+    accuracies: list[float] = field(default_factory=list)
+    compute: float = 0.0
+    handler: float = 0.0
+
+    @property
+    def expected_votes(self) -> int:
+        """Votes the assignment asks for (every assigned verifier once per submission)."""
+        if self.assignment is None:
+            return 0
+        return sum(len(v) for v in self.assignment.verifiers.values())
+
+    def fail(self, phase: str, node_id: int, reason: str) -> None:
+        self.report.failures.append(NodeFailure(phase, node_id, reason))
+
+
+def open_round(s: CoordinatedStrategy, st: RoundState, expected: int | None) -> int:
+    """Open the contract's next round; ``expected`` is the number contributors signed for."""
+    task_id = int(s.task_id or 0)
+    with s.phases.phase(st.rnd, "open") as rec:
+        info = s.ledger.open_round(task_id)
+        if expected is not None and info.round != expected:
+            raise StrategyError(f"the contract opened round {info.round} of task {task_id}, "
+                                f"the contributors signed for {expected}: another authority "
+                                "opened a round of this task")
+        rec.detail = f"task {task_id} round {info.round} open until block {info.submit_end}"
+        st.report.chain_round = int(info.round)
+        return int(info.round)
+
+
+def train(s: CoordinatedStrategy, st: RoundState, grid: Grid, train_config: ConfigRecord,
+          timeout: float) -> None:
+    """Contributors train, store their blobs and sign; the valid submissions are kept."""
+    with s.phases.phase(st.rnd, "train") as rec:
+        msgs, node_ids = train_messages(s, st, grid, train_config)
+        s.meter.add_sent(st.rnd, msgs)
+        replies = send_and_receive(grid, msgs, timeout=timeout)
+        s.meter.add_received(st.rnd, replies)
+        answered = set()
+        for msg in replies:
+            nid = msg.metadata.src_node_id
+            answered.add(nid)
+            if msg.has_error():
+                st.fail("train", nid, str(msg.error.reason))
+                continue
+            try:
+                sub = parse_submission(msg, s.ledger.domain, int(s.task_id or 0),
+                                       st.report.chain_round, s.addresses[nid])
+            except ReplyError as exc:
+                st.fail("train", nid, str(exc))
+                continue
+            st.compute += metric(msg, "compute-seconds")
+            st.handler += metric(msg, "handler-seconds")
+            s.meter.add_storage(st.rnd, int(metric(msg, "blob-bytes")))
+            st.subs.append(sub)
+            st.replies.append(msg)
+        for nid in set(node_ids) - answered:
+            st.fail("train", int(nid), "no reply (timeout)")
+        rec.detail = f"{len(st.subs)} signed submissions from {len(node_ids)} contributors"
+
+
+def train_messages(s: CoordinatedStrategy, st: RoundState, grid: Grid,
+                   train_config: ConfigRecord) -> tuple[list[Message], list[int]]:
+    """The round's train messages and the node ids they go to: the inner strategy's sampling
+    (wrapped), or ``fraction_train`` of the registered nodes (the paper app's protocol)."""
+    base = {**s.base_config(), "server-round": st.rnd, "round": st.report.chain_round}
+    if s.inner is not None:
+        msgs, outsiders = wrapped.train_messages(s.inner, grid, st.rnd, st.arrays, train_config,
+                                                 s.addresses, base)
+        for nid in outsiders:
+            st.fail("train", nid, "sampled by the inner strategy but not registered: left out")
+        return msgs, [m.metadata.dst_node_id for m in msgs]
+    from coopflower.fusion.serialize import is_metamodel_arrays
+
+    node_ids = s.sample_contributors(st.rnd)
+    # a MetaModel (fusion aggregation) is the initiator's, not a starting point for the
+    # contributors' own architectures, so it stays home: after round 1 the contributors
+    # continue their own private models (even before any MetaModel exists)
+    fusing = st.rnd > 1 and bool(getattr(s.aggregate_fn, "produces_metamodel", False))
+    to_nodes = ArrayRecord() if fusing or is_metamodel_arrays(st.arrays) else st.arrays
+    cfg = ConfigRecord({**dict(train_config), **base, "mode": P.MODE_COOP})
+    content = RecordDict({P.ARRAYS: to_nodes, P.CONFIG: cfg})
+    return [Message(content, nid, "train") for nid in node_ids], node_ids
+
+
+def submit(s: CoordinatedStrategy, st: RoundState) -> None:
+    """Relay every signed submission in one transaction that closes the window."""
+    task_id, chain_round = int(s.task_id or 0), st.report.chain_round
+    with s.phases.phase(st.rnd, "submit") as rec:
+        if st.subs:
+            tx = s.ledger.submit_batch(task_id, chain_round, st.subs, close=True)
+            ids = [int(e.args["submission"]) for e in tx.named("Submitted")]
+            st.report.gas += tx.gas_used
+        else:
+            ids = []
+            s.ledger.close_submissions(task_id, chain_round)
+        st.by_id = dict(zip(ids, st.subs, strict=True))
+        rec.detail = f"{len(ids)} submissions in 1 transaction"
+
+
+def assign(s: CoordinatedStrategy, st: RoundState) -> None:
+    """The verifiers of each submission, from the hash of the randomness block."""
+    with s.phases.phase(st.rnd, "assign") as rec:
+        if st.by_id:
+            st.assignment = s.ledger.assignments(int(s.task_id or 0), st.report.chain_round)
+            rec.detail = (f"seed 0x{st.assignment.seed.hex()[:12]}... from block "
+                          f"{st.assignment.rand_block}")
+        else:
+            rec.detail = "nothing to verify"
+
+
+def _per_node(s: CoordinatedStrategy, st: RoundState) -> dict[int, list[int]]:
+    """Each connected verifier's node id and the submissions assigned to it."""
+    node_of = {a.lower(): nid for nid, a in s.addresses.items()}
+    per_node: dict[int, list[int]] = {}
+    if st.assignment is None:
+        return per_node
+    for sid, verifiers in st.assignment.verifiers.items():
+        for v in verifiers:
+            vnode = node_of.get(v.lower())
+            if vnode is None:
+                st.fail("verify", -1, f"assigned verifier {v} has no connected node")
+                continue
+            per_node.setdefault(vnode, []).append(sid)
+    return per_node
+
+
+def verify_messages(s: CoordinatedStrategy, st: RoundState, per_node: dict[int, list[int]],
+                    evaluate_config: ConfigRecord | None) -> list[Message]:
+    """One verify message per verifier with its assignments (ids, CIDs, content hashes)."""
+    out = []
+    for nid, sids in per_node.items():
+        vcfg = {
+            **s.base_config(), "server-round": st.rnd, "round": st.report.chain_round,
+            "submission-ids": sids,
+            "cids": [st.by_id[sid].cid for sid in sids],
+            "content-hashes": [st.by_id[sid].content_hash for sid in sids],
+        }
+        if s.inner is not None:
+            vcfg.update({"metric": s.task.metric, "min-metric-bps": s.task.threshold_bps()})
+            out.append(wrapped.verify_message(nid, vcfg, st.arrays, evaluate_config))
+        else:
+            vcfg["min-accuracy-bps"] = s.task.min_accuracy_bps
+            out.append(Message(RecordDict({P.CONFIG: ConfigRecord(vcfg)}), nid, P.MSG_VERIFY))
+    return out
+
+
+def verify(s: CoordinatedStrategy, st: RoundState, grid: Grid,
+           evaluate_config: ConfigRecord | None, timeout: float) -> None:
+    """Each verifier evaluates its assigned models and returns signed votes."""
+    with s.phases.phase(st.rnd, "verify") as rec:
+        per_node = _per_node(s, st)
+        msgs = verify_messages(s, st, per_node, evaluate_config)
+        s.meter.add_sent(st.rnd, msgs)
+        replies = send_and_receive(grid, msgs, timeout=s.verify_timeout or timeout) if msgs else []
+        s.meter.add_received(st.rnd, replies)
+        answered = set()
+        for msg in replies:
+            nid = msg.metadata.src_node_id
+            answered.add(nid)
+            if msg.has_error():
+                st.fail("verify", nid, str(msg.error.reason))
+                continue
+            st.compute += metric(msg, "compute-seconds")
+            st.handler += metric(msg, "handler-seconds")
+            s.meter.add_storage(st.rnd, int(metric(msg, "fetched-bytes")))
+            try:
+                batch = parse_votes(msg, s.ledger.domain, int(s.task_id or 0),
+                                    st.report.chain_round, s.addresses[nid],
+                                    per_node.get(nid, []), st.by_id)
+            except ReplyError as exc:
+                st.fail("verify", nid, str(exc))
+                continue
+            for reason in batch.refused:
+                st.fail("verify", nid, reason)
+            st.votes.extend(batch.votes)
+            st.accuracies.extend(score / 10000 for score in batch.scores)
+        for nid in set(per_node) - answered:
+            st.fail("verify", nid, "no reply (timeout)")
+        rec.detail = f"{len(st.votes)} signed votes from {len(answered)} verifiers"
