@@ -40,7 +40,7 @@ def test_bad_fusion_epochs_raises_settings_error() -> None:
 
 
 def test_fusion_and_eval_digits_are_disjoint_and_outside_the_node_pool() -> None:
-    from coopflower.client.data import node_split
+    from coopflower.app.data import node_split
     from coopflower.data.mnist import load_mnist
 
     labels = load_mnist().labels

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
+from coopflower.app.handlers import handle_register, handle_train, handle_verify
 from coopflower.blob import pack_arrays, unpack_arrays
 from coopflower.client import protocol as P
-from coopflower.client.handlers import handle_register, handle_train, handle_verify
 from coopflower.ledger.backend import connect
 from coopflower.ledger.contract import CoopLedger, TaskParams
 from coopflower.ledger.eip712 import (
@@ -146,7 +146,7 @@ def test_encrypted_model_is_judged_in_cipherspace(tmp_path: Path, ledger: CoopLe
     assert votes["approve"] == [True], votes["reasons"]
     plain = build_model("table4")
     plain.load_state_dict(decrypt_model(enc, sk))
-    from coopflower.client.handlers import NodeSettings, local_data
+    from coopflower.app.handlers import NodeSettings, local_data
 
     data = local_data(NodeSettings.from_node_config(_ctx(tmp_path, 3).node_config))
     ref = evaluate_model(plain, data.verify_x, data.verify_y).accuracy

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from coopflower.app.data import NodeDataError, node_split, parse_labels
+from coopflower.app.data import test_indices as held_out_indices
+from coopflower.app.handlers import NodeSettings
 from coopflower.client import protocol as P
-from coopflower.client.data import NodeDataError, node_split, parse_labels
-from coopflower.client.data import test_indices as held_out_indices
-from coopflower.client.handlers import NodeSettings
 from coopflower.client.keys import KeyFileError, load_or_create_key
 
 

@@ -15,7 +15,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
 from coopflower.blob import unpack_arrays
-from coopflower.client.data import test_indices as initiator_indices
+from coopflower.app.data import test_indices as initiator_indices
 from coopflower.data.mnist import load_mnist
 from coopflower.data.partition import stratified_split
 from coopflower.fusion import FusionConfig, arrays_to_metamodel, make_fusion_aggregate

@@ -13,15 +13,13 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
-from coopflower.client import make_client_app
-from coopflower.client import protocol as P
-from coopflower.client.data import (
+from coopflower.app.data import (
     NodeDataError,
     NodeSplit,
     partition_from_file,
     write_partition_file,
 )
-from coopflower.client.handlers import (
+from coopflower.app.handlers import (
     PRIVATE_MODEL,
     PRIVATE_MODEL_INFO,
     NodeSettings,
@@ -30,8 +28,10 @@ from coopflower.client.handlers import (
     handle_train,
     handle_verify,
     local_data,
+    make_client_app,
     train_recipe,
 )
+from coopflower.client import protocol as P
 from coopflower.data.mnist import load_mnist
 
 pytestmark = pytest.mark.usefixtures("run_identity")  # tests/conftest.py
@@ -319,8 +319,8 @@ def test_simulated_contributors_continue_from_their_own_models(
     from flwr.simulation import run_simulation
 
     import coopflower.strategy.coordinated as coordinated
+    from coopflower.app.data import test_indices
     from coopflower.app.server_app import initial_arrays
-    from coopflower.client.data import test_indices
     from coopflower.fusion import FusionConfig, make_fusion_aggregate
     from coopflower.strategy.coordinated import CoordinatedStrategy, TaskConfig
 

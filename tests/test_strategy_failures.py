@@ -12,9 +12,9 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.simulation import run_simulation
 
+from coopflower.app import handlers
 from coopflower.app.server_app import make_server_app
 from coopflower.app.settings import AppSettings
-from coopflower.client import handlers
 from coopflower.client import protocol as P
 from coopflower.client.keys import NodeKey
 

@@ -42,7 +42,7 @@ def held_out_parts(labels: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
     Returns:
         ``{"fusion": initiator's fusion digits, "eval": central evaluation digits}`` (indices).
     """
-    from coopflower.client.data import test_indices
+    from coopflower.app.data import test_indices
     from coopflower.data.partition import stratified_split
 
     test = test_indices(labels)
@@ -72,7 +72,7 @@ def central_evaluator(
     if digits is not None:
         x, y = digits
     else:
-        from coopflower.client.data import test_indices
+        from coopflower.app.data import test_indices
         from coopflower.data.mnist import load_mnist
 
         data = load_mnist()

@@ -33,7 +33,7 @@ class AppSettings:
     ``fusion-epochs`` the fusion network's epochs per stage (``FusionConfig.epochs_stage1`` and
     ``epochs_stage2``).
 
-    Data with ``aggregation`` I or II: the held-out test part (``coopflower.client.data.
+    Data with ``aggregation`` I or II: the held-out test part (``coopflower.app.data.
     test_indices``, 20% of MNIST, seed 0) is split by ``coopflower.data.partition.
     stratified_split`` (seed ``seed``) into two disjoint halves: ``fusion`` (the initiator's own
     digits that train the fusion network) and ``eval`` (central evaluation). With ``average``

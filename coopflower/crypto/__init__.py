@@ -24,7 +24,7 @@ Verification contributor (public material only)::
     acc = evaluate_encrypted(enc, images, labels)         # Step 5: uint8 digits, int labels
     vote = acc >= task_threshold
 
-In the verify handler (``coopflower.client.duties.judge_model``), a blob whose metadata has
+In the verify handler (``coopflower.app.judge.judge_model``), a blob whose metadata has
 ``format == strategies.FORMAT`` is an encrypted model: parse it with
 ``EncryptedModel.from_bytes`` (a ``CipherFormatError`` is a "no" vote with its reason), take
 ``classes`` from ``enc.metadata`` and vote on ``evaluate_encrypted(enc, x, y, classes)``.

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from coopflower.client.data import NodeSplit
+from coopflower.app.data import NodeSplit
 from coopflower.data.partition import dirichlet_partition, stratified_split
 
 from .common import (
@@ -94,8 +94,8 @@ def _simulate(cfg: Mapping[str, Any], parts: list[NodeSplit], part_file: Path,
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
 
-    from coopflower.client import make_client_app
-    from coopflower.client.data import write_partition_file
+    from coopflower.app.data import write_partition_file
+    from coopflower.app.handlers import make_client_app
 
     write_partition_file(part_file, parts)
     node_config: dict[str, Any] = {"partition-file": str(part_file)}

@@ -26,8 +26,8 @@ import numpy as np
 import numpy.typing as npt
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
+from coopflower.app.data import node_split, parse_labels, partition_from_file
 from coopflower.client import protocol as P
-from coopflower.client.data import node_split, parse_labels, partition_from_file
 from coopflower.client.keys import NodeKey, load_or_create_key
 
 if TYPE_CHECKING:
@@ -322,6 +322,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     _keep_private(model, name, server_round, context.state)
     metrics["continued-from-round"] = continued
 
+    from coopflower.app import judge
     from coopflower.blob import state_dict_to_blob
     from coopflower.client import duties
 
@@ -335,7 +336,7 @@ def handle_train(msg: Message, context: Context) -> Message:
     }
     store_spec = _store_spec(settings, cfg)
     if P.get_str(cfg, "encryption", ""):
-        blob = duties.encrypt_blob(model, cfg, store_spec, meta)
+        blob = judge.encrypt_blob(model, cfg, store_spec, meta)
     else:
         blob = state_dict_to_blob(model, metadata=meta)
     key = _node_key(settings, context)
@@ -365,6 +366,7 @@ def _need_verify_data(settings: NodeSettings, data: LocalData, duty: str) -> Non
 
 def handle_verify(msg: Message, context: Context) -> Message:
     """Fetch each assigned model by CID, check it, evaluate it on local data, vote (signed)."""
+    from coopflower.app import judge
     from coopflower.client import duties
 
     t0 = time.perf_counter()
@@ -389,7 +391,7 @@ def handle_verify(msg: Message, context: Context) -> Message:
     n_eval = 0
     fetched = 0
     for sid, cid, chash in zip(ids, cids, hashes, strict=True):
-        verdict = duties.judge_model(store_spec, bytes(cid), bytes(chash), data.verify_x,
+        verdict = judge.judge_model(store_spec, bytes(cid), bytes(chash), data.verify_x,
                                     data.verify_y, min_bps)
         compute += verdict.compute_seconds
         n_eval += verdict.num_examples
