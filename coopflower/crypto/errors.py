@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["IVHEError", "ErrorBudgetExceeded", "IntegerOverflow", "CipherFormatError"]
+__all__ = [
+    "IVHEError",
+    "ErrorBudgetExceeded",
+    "IntegerOverflow",
+    "CipherFormatError",
+    "UnsupportedOperation",
+    "InputRangeError",
+]
 
 
 class IVHEError(ValueError):
@@ -19,3 +26,13 @@ class IntegerOverflow(IVHEError):
 
 class CipherFormatError(IVHEError):
     """Malformed keys, ciphertexts or encrypted models (shapes, dtypes, metadata, blobs)."""
+
+
+class UnsupportedOperation(IVHEError):
+    """A model's structure cannot be evaluated in cipherspace; the message names the first
+    operation that cannot (its kind and its node or module name)."""
+
+
+class InputRangeError(IVHEError):
+    """Inputs outside the range declared when the model was encrypted (fixed-point
+    quantisation would clip them silently, so they are refused)."""

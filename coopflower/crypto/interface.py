@@ -1,31 +1,38 @@
-"""The encryption interface of the paper's Fig. 4, as pure functions for the Flower round.
+"""The encryption interface of the paper's Fig. 4, as pure functions for the Flower round,
+for any model ``coopflower.crypto.trace`` can read (its first Conv2d or Linear is encrypted).
 
 Step 1 (initiator): ``make_keys`` -> secret key (kept) and public key (published as bytes).
 Step 3 (contributor): ``encrypt_model`` -> ``EncryptedModel`` -> ``to_bytes`` -> storage.
-Step 5 (verifier): ``EncryptedModel.from_bytes`` -> ``evaluate_encrypted`` on its own digits.
-Step 8 (initiator): ``decrypt_model`` -> a float32 state dict for fusion.
+Step 5 (verifier): ``EncryptedModel.from_bytes`` -> ``evaluate_encrypted`` on its own inputs.
+Step 8 (initiator): ``decrypt_model`` -> a float32 state dict with the model's own names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import overload
 
 import numpy as np
 import numpy.typing as npt
 import torch
+from torch import nn
 
 from coopflower.blob import BlobError, pack_arrays, unpack_arrays
 from coopflower.crypto import strategies
 from coopflower.crypto.errors import CipherFormatError, IVHEError
 from coopflower.crypto.ivhe import Ciphertext, IVHEParams, SecretKey, SwitchingKey
+from coopflower.crypto.model_format import pairwise_span
 from coopflower.crypto.network import Scaling
-from coopflower.crypto.strategies import EncryptedModel
-from coopflower.models import CNN_SPECS, PaperCNN
+from coopflower.crypto.strategies import EncryptedModel, make_keys
+from coopflower.crypto.trace import trace_structure
 
 __all__ = [
-    "arch_of",
+    "make_keys",
+    "check_encryptable",
     "encrypt_model",
     "evaluate_encrypted",
+    "encrypted_accuracy",
+    "check_template",
     "decrypt_model",
     "public_key_to_bytes",
     "public_key_from_bytes",
@@ -38,65 +45,149 @@ __all__ = [
 _PK_FORMAT = "coopflower-ivhe-public-key/1"
 _SK_FORMAT = "coopflower-ivhe-secret-key/1"
 _CT_FORMAT = "coopflower-ivhe-ciphertext/1"
+StateDict = Mapping[str, torch.Tensor | npt.NDArray[np.floating]]
 
 
-def arch_of(model: torch.nn.Module) -> str:
-    """The paper architecture name of a ``PaperCNN`` (raises ``IVHEError`` otherwise)."""
-    if isinstance(model, PaperCNN):
-        for name, spec in CNN_SPECS.items():
-            if spec == model.spec:
-                return name
-    raise IVHEError(f"not a paper CNN: {type(model).__name__}")
+def check_encryptable(
+    model: nn.Module, strategy: str = "elementwise", *, input_shape: Sequence[int] | None = None
+) -> None:
+    """Fail before a round starts: raises ``UnsupportedOperation`` naming the first operation
+    the cipherspace pass cannot run (or ``IVHEError`` when the input size cannot be inferred,
+    or the pair-wise strategy does not apply)."""
+    st = trace_structure(model, tuple(input_shape) if input_shape is not None else None)
+    if strategy not in strategies.STRATEGIES:
+        raise IVHEError(f"unknown strategy {strategy!r}; choose one of {strategies.STRATEGIES}")
+    if strategy == "pairwise":
+        pairwise_span(st)
 
 
 def encrypt_model(
-    model: torch.nn.Module,
+    model: nn.Module | StateDict,
     public_key: SwitchingKey,
     strategy: str = "elementwise",
     p: int = 2**7,
     q: int = 1000,
     *,
+    input_range: Sequence[float] = (0.0, 1.0),
+    input_shape: Sequence[int] | None = None,
+    template: nn.Module | None = None,
     secret_key: SecretKey | None = None,
     metadata: dict[str, str] | None = None,
+    arch: str | None = None,
 ) -> EncryptedModel:
-    """Contributor: encrypt the first layer of a paper CNN (element-wise needs only the public
-    key; pair-wise needs ``secret_key``, see ``strategies``); ``metadata`` (str to str, e.g.
-    ``classes``) travels in the blob as ``enc.metadata``.
+    """Contributor: encrypt the first layer of a model (element-wise needs only the public
+    key; pair-wise needs ``secret_key``, see ``strategies``).
+
+    Args:
+        model: the trained module, or its state dict with ``template`` (a module of the same
+            architecture, traced for the structure).
+        public_key: the initiator's ``M``.
+        strategy: "elementwise" or "pairwise".
+        p, q: the paper's scaling factors (weights times ``p``; ``max(|lo|, |hi|)`` of the
+            inputs maps to ``q``).
+        input_range: ``(lo, hi)`` of the inputs after the app's preprocessing, e.g.
+            ``(-1.0, 1.0)``; verifiers' inputs outside it are refused.
+        input_shape: per-sample input shape when it cannot be inferred (see ``trace``).
+        metadata: str to str carried in the blob as ``enc.metadata`` (e.g. ``classes``).
+        arch: a label for the architecture (default: ``metadata["model"]`` or the class name).
 
     Returns:
         The encrypted model; ``.to_bytes()`` gives the blob to store.
     """
-    return strategies.encrypt_model(
-        model, arch_of(model), public_key, strategy, Scaling(p=p, q=q),
-        secret_key=secret_key, metadata=metadata,
+    module = model if isinstance(model, nn.Module) else template
+    if module is None:
+        raise IVHEError("a state dict needs template=<a module of its architecture> to trace")
+    st = trace_structure(module, tuple(input_shape) if input_shape is not None else None)
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    label = arch or (metadata or {}).get("model") or type(module).__name__
+    return strategies.encrypt_state(
+        state, st, public_key, strategy, Scaling(p=p, q=q), input_range,
+        secret_key=secret_key, metadata=metadata, arch=label,
     )
+
+
+def check_template(enc: EncryptedModel, model: nn.Module) -> None:
+    """``CipherFormatError`` unless ``model`` (the verifier's own constructor's output) has
+    the blob's structure and tensor shapes: a blob of another architecture is refused."""
+    st = trace_structure(model, enc.graph.input_shape)
+    if st != enc.graph:
+        raise CipherFormatError(
+            f"the blob's structure is not the model's: {enc.graph.to_json()[:300]} vs "
+            f"{st.to_json()[:300]}")
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for name, arr in enc.plain.items():
+        if shapes.get(name) != tuple(arr.shape):
+            raise CipherFormatError(
+                f"plain/{name} {arr.shape} is not the model's: {shapes.get(name)}")
+    w = enc.enc_weight.shape
+    w_shape = (w[0] - 1, *w[1:]) if enc.strategy == "pairwise" else w[:-1]
+    if shapes.get(f"{st.first.name}.weight") != tuple(w_shape):
+        raise CipherFormatError(f"encrypted layer {w_shape} is not the model's first layer")
+
+
+@overload
+def evaluate_encrypted(
+    enc: EncryptedModel, model: nn.Module, inputs: npt.ArrayLike | torch.Tensor,
+) -> torch.Tensor: ...
+
+
+@overload
+def evaluate_encrypted(
+    enc: EncryptedModel, model: npt.ArrayLike, inputs: npt.ArrayLike,
+    classes: Sequence[int] | None = None,
+) -> float: ...
 
 
 def evaluate_encrypted(
     enc: EncryptedModel,
-    images: npt.ArrayLike,
+    model: nn.Module | npt.ArrayLike,
+    inputs: npt.ArrayLike | torch.Tensor,
+    classes: Sequence[int] | None = None,
+) -> torch.Tensor | float:
+    """Verifier: evaluate an encrypted model in cipherspace, from public material only.
+
+    ``evaluate_encrypted(enc, model, inputs)``: ``model`` is the verifier's own module of the
+    architecture (checked against the blob, ``check_template``; its weights are not used);
+    ``inputs`` are floats in the declared ``enc.input_range``. Returns float64 *logit-like
+    scores* ``(N, classes)``: pair-wise the logits up to fixed-point rounding; element-wise
+    the first output component over its scale, which approximates the logits (the listed leak
+    that makes this possible, docs/ivhe.md). Take ``argmax(1)`` for predictions.
+
+    Legacy (the paper's digits): ``evaluate_encrypted(enc, images, labels, classes=None)``
+    returns the accuracy in [0, 1] on uint8 images (``nan`` when no sample counts).
+
+    Raises ``UnsupportedOperation``/``CipherFormatError`` for a structure the model does not
+    have, ``InputRangeError`` for inputs outside the range.
+    """
+    if isinstance(model, nn.Module):
+        check_template(enc, model)
+        return strategies.cipher_forward(enc, inputs).public_logits()
+    return _accuracy(enc, model, inputs, classes)
+
+
+def encrypted_accuracy(
+    enc: EncryptedModel,
+    model: nn.Module | None,
+    inputs: npt.ArrayLike | torch.Tensor,
     labels: npt.ArrayLike,
     classes: Sequence[int] | None = None,
 ) -> float:
-    """Verifier: accuracy of an encrypted model on uint8 digits, from public material only.
+    """Verifier: accuracy in [0, 1] of the cipherspace predictions (``nan`` when no sample
+    counts); ``model`` (optional) is checked against the blob; ``classes`` keeps only samples
+    with these labels (a task over a label subset)."""
+    if model is not None:
+        check_template(enc, model)
+    return _accuracy(enc, inputs, labels, classes)
 
-    Pair-wise: the pair cancels the key, so the logits are exact up to fixed-point rounding.
-    Element-wise: without ``t`` the verifier decides on the first output component, which
-    approximates ``w`` times the logits (the listed leak that makes this possible).
 
-    Args:
-        enc: the model from the blob.
-        images: ``(N, 28, 28)`` uint8.
-        labels: ``(N,)`` integer labels.
-        classes: count only samples with these labels (a task over a label subset).
-
-    Returns:
-        Accuracy in [0, 1] (``nan`` when no sample counts).
-    """
-    y = np.asarray(labels)
-    x = np.asarray(images)
+def _accuracy(
+    enc: EncryptedModel, inputs: npt.ArrayLike | torch.Tensor, labels: npt.ArrayLike,
+    classes: Sequence[int] | None,
+) -> float:
+    y = np.asarray(labels.numpy() if isinstance(labels, torch.Tensor) else labels)
+    x = inputs.numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs)
     if y.ndim != 1 or x.shape[0] != y.shape[0]:
-        raise IVHEError(f"labels {y.shape} do not match images {x.shape}")
+        raise IVHEError(f"labels {y.shape} do not match inputs {x.shape}")
     if classes is not None:
         keep = np.isin(y, np.asarray(list(classes)))
         x, y = x[keep], y[keep]
@@ -107,8 +198,8 @@ def evaluate_encrypted(
 
 
 def decrypt_model(enc: EncryptedModel, secret_key: SecretKey) -> dict[str, torch.Tensor]:
-    """Initiator: the float32 state dict of an encrypted model (first layer on the ``p``
-    grid), ready for ``build_model(enc.arch).load_state_dict``."""
+    """Initiator: the float32 state dict of an encrypted model with the model's own names
+    (first layer on the ``p`` grid), ready for the app's ``model.load_state_dict``."""
     return strategies.decrypt_model(enc, secret_key)
 
 

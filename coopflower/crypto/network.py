@@ -26,7 +26,6 @@ from torch import nn
 
 from coopflower.crypto.errors import IVHEError
 from coopflower.crypto.ivhe import check_int64, l1_rows_bound, max_abs
-from coopflower.models import PaperCNN
 
 __all__ = [
     "Scaling",
@@ -88,8 +87,9 @@ class IntPlan:
     bound_out: int
 
 
-def layers_of(model: PaperCNN) -> list[FloatLayer]:
-    """The model's linear layers in order, with their ReLU and pooling.
+def layers_of(model: nn.Module) -> list[FloatLayer]:
+    """A paper CNN's linear layers in order (a walk over its ``Sequential`` children, the
+    first engine; ``coopflower.crypto.trace`` reads any model), with their ReLU and pooling.
 
     Raises ``IVHEError`` for a module the cipherspace evaluation does not support.
     """
