@@ -21,7 +21,7 @@ from coopflower.blob import BlobError, pack_arrays, unpack_arrays
 from coopflower.crypto import strategies
 from coopflower.crypto.errors import CipherFormatError, IVHEError
 from coopflower.crypto.ivhe import Ciphertext, IVHEParams, SecretKey, SwitchingKey
-from coopflower.crypto.model_format import pairwise_span
+from coopflower.crypto.model_format import digest_of, pairwise_span
 from coopflower.crypto.network import Scaling
 from coopflower.crypto.strategies import EncryptedModel, make_keys
 from coopflower.crypto.trace import trace_structure
@@ -208,12 +208,20 @@ def public_key_to_bytes(pk: SwitchingKey) -> bytes:
     if pk.params is None or pk.kind != "encrypt":
         raise IVHEError("only an encryption key made by keygen/make_keys can be published")
     meta = {"format": _PK_FORMAT, **{f"ivhe.{k}": v for k, v in pk.params.as_dict().items()}}
-    return pack_arrays({"M": pk.M}, meta)
+    return _pack({"M": pk.M}, meta)
+
+
+def _pack(arrays: dict[str, np.ndarray], meta: dict[str, str]) -> bytes:
+    """A blob with the SHA-256 ``digest`` of its content (see ``model_format``)."""
+    return pack_arrays(arrays, {**meta, "digest": digest_of(arrays, meta)})
 
 
 def _unpack(data: bytes, fmt: str) -> tuple[dict[str, np.ndarray], IVHEParams]:
     try:
         arrays, meta = unpack_arrays(data)
+        digest = meta.pop("digest", None)
+        if digest is None or digest != digest_of(arrays, meta):
+            raise CipherFormatError("digest missing or wrong: the blob was altered")
     except BlobError as exc:
         raise CipherFormatError(f"not a key blob: {exc}") from None
     if meta.get("format") != fmt:
@@ -243,7 +251,7 @@ def public_key_from_bytes(data: bytes) -> SwitchingKey:
 def secret_key_to_bytes(sk: SecretKey) -> bytes:
     """The secret ``T`` and parameters as a blob (keep it private)."""
     meta = {"format": _SK_FORMAT, **{f"ivhe.{k}": v for k, v in sk.params.as_dict().items()}}
-    return pack_arrays({"T": sk.T}, meta)
+    return _pack({"T": sk.T}, meta)
 
 
 def secret_key_from_bytes(data: bytes) -> SecretKey:
@@ -263,7 +271,7 @@ def ciphertext_to_bytes(ct: Ciphertext, params: IVHEParams) -> bytes:
         "xmax": str(ct.xmax),
         **{f"ivhe.{k}": v for k, v in params.as_dict().items()},
     }
-    return pack_arrays({"c": ct.c}, meta)
+    return _pack({"c": ct.c}, meta)
 
 
 def ciphertext_from_bytes(data: bytes) -> tuple[Ciphertext, IVHEParams]:

@@ -32,7 +32,9 @@ from coopflower.crypto.graph import LINEAR_KINDS, Structure, propagate
 from coopflower.crypto.ivhe import IVHEParams
 from coopflower.crypto.network import Scaling
 
-__all__ = ["STRATEGIES", "FORMAT", "EncryptedModel", "pairwise_span", "layer_names"]
+__all__ = [
+    "STRATEGIES", "FORMAT", "EncryptedModel", "pairwise_span", "layer_names", "digest_of",
+]
 
 STRATEGIES = ("elementwise", "pairwise")
 FORMAT = "coopflower-ivhe-model/2"
@@ -133,7 +135,7 @@ class EncryptedModel:
     def to_bytes(self) -> bytes:
         """Serialise through the project's blob format (safetensors bytes, no pickle)."""
         arrays, meta = self._arrays_meta()
-        return pack_arrays(arrays, {**meta, "digest": _digest(arrays, meta)})
+        return pack_arrays(arrays, {**meta, "digest": digest_of(arrays, meta)})
 
     @classmethod
     def from_bytes(cls, data: bytes, limits: BlobLimits | None = None) -> EncryptedModel:
@@ -142,7 +144,7 @@ class EncryptedModel:
         try:
             arrays, meta = unpack_arrays(data, limits)
             digest = meta.pop("digest", None)
-            if digest is None or digest != _digest(arrays, meta):
+            if digest is None or digest != digest_of(arrays, meta):
                 raise CipherFormatError("digest missing or wrong: the blob was altered")
         except BlobError as exc:
             raise CipherFormatError(f"not an encrypted-model blob: {exc}") from None
@@ -156,7 +158,8 @@ class EncryptedModel:
             raise CipherFormatError(f"invalid encrypted model: {exc!r}") from None
 
 
-def _digest(arrays: dict[str, np.ndarray], meta: dict[str, str]) -> str:
+def digest_of(arrays: dict[str, np.ndarray], meta: dict[str, str]) -> str:
+    """SHA-256 (hex) of the canonical blob of ``arrays`` and ``meta``."""
     return hashlib.sha256(pack_arrays(arrays, meta)).hexdigest()
 
 
