@@ -1,7 +1,11 @@
-"""The MetaModel: initialisations (eqs. 9-10), the two stages of gradual fusion (eqs. 11-12),
-Strategy I, serialisation, bad inputs, and fusion of real models on real MNIST digits."""
+"""The MetaModel on the paper's own models (its CNNs, head ``out``, rebuilt from factories the
+test passes): initialisations (eqs. 9-10), the two stages of gradual fusion (eqs. 11-12),
+Strategy I, serialisation, bad inputs, and fusion of real models on real MNIST digits. Fusion
+of other architectures: tests/test_fusion_generic.py."""
 
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 import pytest
@@ -11,6 +15,7 @@ from coopflower.blob import pack_arrays, unpack_arrays
 from coopflower.data.mnist import load_mnist
 from coopflower.data.partition import label_subset_partition, stratified_split
 from coopflower.fusion import (
+    FeatureExtractor,
     FusionConfig,
     FusionError,
     MetaModel,
@@ -27,14 +32,16 @@ from coopflower.fusion import (
     metamodel_to_blob,
     shift_images,
 )
-from coopflower.models import build_model
+from coopflower.models import MODEL_NAMES, build_model
 
 LABELS = [(0, 1, 2, 3, 4), (0, 6, 7, 8, 9), (5, 6, 7, 8, 9)]
+PAPER = {name: partial(build_model, name) for name in MODEL_NAMES}  # the app's factories
+HEAD = "out"  # PaperCNN's output layer
 
 
-def _models(names: tuple[str, ...] = ("table4", "table1_c1", "table4")) -> list[torch.nn.Module]:
+def _models(names: tuple[str, ...] = ("table4", "table1_c1", "table4")) -> list[FeatureExtractor]:
     torch.manual_seed(0)
-    return [build_model(n) for n in names]
+    return [FeatureExtractor(build_model(n), HEAD, n) for n in names]
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +167,7 @@ def test_private_head_blocks_sum_the_private_logits() -> None:
     meta.set_gamma(0.0)
     with torch.no_grad():
         got = meta.fuse_features(fc)
-        la, lb = models[0](x), models[1](x)
+        la, lb = models[0].model(x), models[1].model(x)
     want = torch.stack([la[:, 0], la[:, 1], la[:, 2] + lb[:, 2], lb[:, 3]], dim=1)
     assert torch.allclose(got, want, atol=1e-4)
     assert torch.count_nonzero(meta.A[~meta.a_mask]) == 0
@@ -203,16 +210,17 @@ def test_bad_inputs_raise_fusion_error() -> None:
         fit_metamodel(meta, torch.full((4, meta.A.shape[0]), float("nan")),
                       torch.tensor([0, 1, 0, 1]), FusionConfig())
     with pytest.raises(FusionError, match="images must be"):
-        images_to_tensor(np.zeros((3, 27, 28), np.uint8))
+        images_to_tensor(np.zeros((3, 28), np.uint8))
     good = build_model("table4").state_dict()
     with pytest.raises(FusionError, match="missing"):
-        PrivateModel("table4", {k: v for k, v in good.items() if k != "out.bias"}, (0,)).build()
-    with pytest.raises(FusionError, match="unknown model"):
-        PrivateModel("resnet", good, (0,)).build()
+        PrivateModel.from_arrays("table4", {k: v for k, v in good.items() if k != "out.bias"},
+                                 PAPER, HEAD, (0,))
+    with pytest.raises(FusionError, match="unknown architecture key 'resnet'"):
+        PrivateModel.from_arrays("resnet", good, PAPER, HEAD, (0,))
     bad = dict(good)
     bad["out.bias"] = torch.zeros(3)
     with pytest.raises(FusionError, match="shape"):
-        PrivateModel("table4", bad, (0,)).build()
+        PrivateModel.from_arrays("table4", bad, PAPER, HEAD, (0,))
 
 
 def test_blob_round_trip_and_malformed_blobs() -> None:
@@ -222,25 +230,29 @@ def test_blob_round_trip_and_malformed_blobs() -> None:
         meta.feature_std.fill_(2.0)
     meta.set_gamma(0.0)
     blob = metamodel_to_blob(meta)
-    again = blob_to_metamodel(blob)
+    again = blob_to_metamodel(blob, PAPER)
     x = torch.rand(3, 1, 28, 28)
     assert torch.equal(meta(x), again(x))
     assert again.label_sets == [[0, 1], [1, 2, 3]] and again.strategy == "II"
     assert metamodel_to_blob(again) == blob  # canonical bytes, same CID
     with pytest.raises(FusionError):
-        blob_to_metamodel(b"\x00" * 20)
+        blob_to_metamodel(b"\x00" * 20, PAPER)
     arrays, md = unpack_arrays(blob)
     wrong = dict(arrays)
     wrong["fusion.A"] = arrays["fusion.A"][:-1]
     with pytest.raises(FusionError, match="fusion.A"):
-        blob_to_metamodel(pack_arrays(wrong, md))
+        blob_to_metamodel(pack_arrays(wrong, md), PAPER)
     vgg = {**arrays, "model0.arch": np.frombuffer(b"vgg", np.uint8).copy()}
-    with pytest.raises(FusionError, match="unknown model"):
-        blob_to_metamodel(pack_arrays(vgg, md))
+    with pytest.raises(FusionError, match="unknown architecture key 'vgg'"):
+        blob_to_metamodel(pack_arrays(vgg, md), PAPER)
     with pytest.raises(FusionError, match="format"):
-        blob_to_metamodel(pack_arrays(arrays, {**md, "format": "x"}))
+        blob_to_metamodel(pack_arrays(arrays, {**md, "format": "x"}), PAPER)
     with pytest.raises(FusionError, match="unexpected"):
-        blob_to_metamodel(pack_arrays({**arrays, "evil": np.zeros(2, np.float32)}, md))
+        blob_to_metamodel(pack_arrays({**arrays, "evil": np.zeros(2, np.float32)}, md), PAPER)
+    with pytest.raises(FusionError, match="factories"):
+        blob_to_metamodel(blob)
+    assert not any("table" in k for k in arrays)  # names: the user's, plus model<i>.<field>
+    assert "model1.state.conv.0.weight" in arrays and "model1.state.out.weight" not in arrays
 
 
 def test_fusion_aggregate_fits_the_strategy_step(mnist: tuple[np.ndarray, np.ndarray]) -> None:
@@ -256,12 +268,13 @@ def test_fusion_aggregate_fits_the_strategy_step(mnist: tuple[np.ndarray, np.nda
                       {k: v.numpy() for k, v in b.state_dict().items()}, ()),
     ]
     agg = make_fusion_aggregate(images[:60], labels[:60], "II",
-                                FusionConfig(epochs_stage1=1, epochs_stage2=1))
+                                FusionConfig(epochs_stage1=1, epochs_stage2=1),
+                                factories=PAPER, heads=HEAD)
     out = agg(accepted, None)
     assert out is not None and agg.last is not None
     assert agg.last.metrics.hidden_dim == 15  # 5 known classes + all 10
     assert unpack_arrays(pack_arrays(out))[0].keys() == out.keys()  # the strategy packs it
-    meta = arrays_to_metamodel(out)
+    meta = arrays_to_metamodel(out, PAPER)
     assert meta.label_sets == [[0, 1, 2, 3, 4], list(range(10))]
     x = torch.rand(2, 1, 28, 28)
     assert torch.equal(meta(x), agg.last.meta(x))
@@ -327,13 +340,13 @@ def test_fusing_partial_view_models_beats_each_on_real_digits(
         torch.manual_seed(0)
         model = build_model("table4")
         _train(model, images_to_tensor(images[part]), torch.from_numpy(labels[part]), 3)
-        private.append(PrivateModel("table4", model.state_dict(), tuple(sorted(ls))))
+        private.append(PrivateModel(model, HEAD, tuple(sorted(ls)), "table4"))
     x_test = images_to_tensor(images[split["test"]])
     y_test = torch.from_numpy(labels[split["test"]])
     single = []
     for pm in private:
         with torch.no_grad():
-            single.append(float((pm.build()(x_test).argmax(1) == y_test).float().mean()))
+            single.append(float((pm.model(x_test).argmax(1) == y_test).float().mean()))
     cfg = FusionConfig(strategy="II", epochs_stage1=5, epochs_stage2=5)
     result = fuse_models(private, images[split["initiator"]], labels[split["initiator"]], cfg)
     feats = compute_features(result.meta, x_test)

@@ -5,6 +5,7 @@ own digits, its blob is stored by CID and recorded on the contract."""
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,15 @@ from flwr.app import ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.simulation import run_simulation
 
-from coopflower.blob import unpack_arrays
 from coopflower.app.data import test_indices as initiator_indices
+from coopflower.blob import unpack_arrays
 from coopflower.data.mnist import load_mnist
 from coopflower.data.partition import stratified_split
 from coopflower.fusion import FusionConfig, arrays_to_metamodel, make_fusion_aggregate
+from coopflower.models import MODEL_NAMES, build_model
 from experiments.cases.common import meta_accuracy
+
+PAPER = {name: partial(build_model, name) for name in MODEL_NAMES}  # the app's factories
 
 
 def test_coordinated_round_fuses_accepted_models_into_a_recorded_metamodel(
@@ -39,7 +43,8 @@ def test_coordinated_round_fuses_accepted_models_into_a_recorded_metamodel(
     init, test = held_out[halves["init"]], held_out[halves["test"]]
     aggregate = make_fusion_aggregate(
         data.images[init], data.labels[init], "II",
-        FusionConfig(epochs_stage1=3, epochs_stage2=3, augment_copies=1))
+        FusionConfig(epochs_stage1=3, epochs_stage2=3, augment_copies=1),
+        factories=PAPER, heads="out")
     store = str(tmp_path / "store")
     out: dict[str, Any] = {}
     server = ServerApp()
@@ -65,7 +70,7 @@ def test_coordinated_round_fuses_accepted_models_into_a_recorded_metamodel(
     assert aggregate.last is not None and aggregate.last.metrics.num_models == report.accepted
     blob = strategy._open_store().get(report.meta_cid)  # the store checks bytes against the CID
     arrays, _ = unpack_arrays(blob)
-    meta = arrays_to_metamodel(arrays)
+    meta = arrays_to_metamodel(arrays, PAPER)
     assert len(meta.extractors) == report.accepted
     info = strategy.ledger.round(strategy.task_id, report.chain_round)
     assert info.meta_digest != bytes(32)  # the MetaModel is recorded on the contract

@@ -1,10 +1,11 @@
 """The MetaModel of the paper's section IV-D (Fig. 7, equations 7-12). Pure torch, no I/O.
 
-The top-layer feature vectors ``f_i`` of the accepted private models (frozen: the initiator
-fuses, it does not retrain the contributors' models) are concatenated into ``f_c`` and fed to a
-fully connected fusion network: a linear hidden layer ``h = A^T f_c`` of size
-``sum_i |l_i|`` (the classes each private model knows) and a softmax output
-``y = softmax(B^T h)`` over the ``d`` classes.
+The top-layer feature vectors ``f_i`` of the accepted private models, of any architectures (the
+input of each model's head layer, see :class:`~coopflower.fusion.extractor.FeatureExtractor`;
+frozen: the initiator fuses, it does not retrain the contributors' models) are concatenated
+into ``f_c`` and fed to a fully connected fusion network: a linear hidden layer
+``h = A^T f_c`` of size ``sum_i |l_i|`` (the classes each private model knows) and a softmax
+output ``y = softmax(B^T h)`` over the ``d`` classes.
 
 * Strategy I: ``A`` and ``B`` random, all weights trained (equations 7-8).
 * Strategy II, gradual fusion: ``A`` block-diagonal with one random block ``W_i`` of shape
@@ -24,18 +25,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
+from coopflower.fusion.errors import FusionError
+from coopflower.fusion.extractor import FeatureExtractor
+
 __all__ = ["FusionError", "MetaModel", "Strategy", "block_mask", "identity_mask"]
 
 Strategy = Literal["I", "II"]
-
-
-class FusionError(ValueError):
-    """Bad input to the fusion mechanism (models, label sets, data or settings)."""
 
 
 def _check_label_sets(label_sets: Sequence[Sequence[int]], num_classes: int) -> list[list[int]]:
@@ -88,8 +88,8 @@ class MetaModel(nn.Module):
     """Frozen private feature extractors plus the fusion network ``(A, B)``.
 
     Args:
-        extractors: the accepted private models; each has ``features(x)`` and
-            ``feature_dim`` (the paper's CNNs, :func:`coopflower.models.build_model`).
+        extractors: the accepted private models cut at their heads, any architectures
+            (their ``feature_dim`` known: a Linear head's, given, or measured).
         label_sets: the classes each private model knows (``l_i``), same order.
         num_classes: ``d``.
         strategy: ``"I"`` (random ``A``, ``B``) or ``"II"`` (gradual fusion initialisation).
@@ -126,10 +126,12 @@ class MetaModel(nn.Module):
             raise FusionError("num_classes must be at least 2")
         dims: list[int] = []
         for i, m in enumerate(extractors):
-            fd = getattr(m, "feature_dim", None)
-            if not isinstance(fd, int) or fd < 1 or not callable(getattr(m, "features", None)):
-                raise FusionError(f"private model {i} has no features(x) / feature_dim")
-            dims.append(fd)
+            if not isinstance(m, FeatureExtractor):
+                raise FusionError(f"private model {i} is a {type(m).__name__}, not a "
+                                  "FeatureExtractor(model, head) (it has no features)")
+            if not m.has_feature_dim or m.feature_dim < 1:
+                raise FusionError(f"private model {i} ({m.label}): feature size unknown")
+            dims.append(m.feature_dim)
         self.label_sets = _check_label_sets(label_sets, num_classes)
         self.feature_dims = dims
         self.num_classes = num_classes
@@ -162,8 +164,8 @@ class MetaModel(nn.Module):
         self.bias_h = nn.Parameter(torch.zeros(h))
         self.bias_y = nn.Parameter(torch.zeros(num_classes))
 
-    def _extractors(self) -> list[Any]:
-        return list(self.extractors)
+    def _extractors(self) -> list[FeatureExtractor]:
+        return [m for m in self.extractors if isinstance(m, FeatureExtractor)]
 
     @property
     def hidden_dim(self) -> int:
@@ -178,15 +180,17 @@ class MetaModel(nn.Module):
         models that know it. Accounts for the feature standardisation in place; call it after
         ``feature_mean`` / ``feature_std`` are set. Off-block weights stay zero.
 
-        Raises ``FusionError`` when a private model has no linear output layer ``out``.
+        Raises ``FusionError`` when a private model's head is not an ``nn.Linear``.
         """
         r = c = 0
         for i, (m, ls, fd) in enumerate(
             zip(self._extractors(), self.label_sets, self.feature_dims, strict=True)
         ):
-            out = getattr(m, "out", None)
-            if not isinstance(out, nn.Linear) or out.in_features != fd:
-                raise FusionError(f"private model {i} has no output layer matching its features")
+            out = m.head_linear
+            if out is None or out.in_features != fd or out.bias is None \
+                    or out.out_features <= max(ls):
+                raise FusionError(f"private model {i} ({m.label}): block_init='private' needs "
+                                  f"a Linear head with a bias and an output per class")
             w = out.weight[ls].T  # (|f_i|, |l_i|)
             std = self.feature_std[r : r + fd, None]
             mean = self.feature_mean[r : r + fd]
@@ -234,5 +238,5 @@ class MetaModel(nn.Module):
         return logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(N, d)`` for images ``(N, 1, 28, 28)``; softmax gives equation 8 / 12."""
+        """Logits ``(N, d)`` for inputs the private models take; softmax gives eq. 8 / 12."""
         return self.fuse_features(self.concat_features(x))

@@ -1,8 +1,18 @@
-"""The MetaModel as a model blob (:mod:`coopflower.blob`, safetensors; never pickle).
+"""The MetaModel as named arrays and as a model blob (:mod:`coopflower.blob`, safetensors;
+never pickle).
 
-The arrays describe themselves (see :func:`metamodel_to_arrays`), so the coordinated strategy
-can carry them as plain global arrays; the blob adds a ``format`` metadata tag. Reading rebuilds
-every private model from :func:`coopflower.models.build_model` and checks every name and shape.
+The arrays describe themselves, so the coordinated strategy can carry them as plain global
+arrays, and name no architecture of their own: private model ``i`` is stored as
+
+* ``model<i>.arch``: the caller's architecture key (UTF-8 ``uint8``), resolved on load by the
+  ``factories`` the caller passes (``key -> zero-argument model factory``);
+* ``model<i>.head``: the name of its head layer (UTF-8 ``uint8``);
+* ``model<i>.feature_dim`` (``int64``, one value) and ``model<i>.labels`` (``int64``);
+* ``model<i>.state.<name>``: its feature extractor's state by the user's own names (the head's
+  entries are left out: the head is never run).
+
+``fusion.<name>`` holds the fusion network and ``fusion.strategy`` ``I`` or ``II``. Loading
+checks every name, shape, dtype and value; every mismatch raises ``FusionError``.
 """
 
 from __future__ import annotations
@@ -14,12 +24,18 @@ import numpy as np
 import torch
 
 from coopflower.blob import BlobError, BlobLimits, pack_arrays, unpack_arrays
-from coopflower.fusion.metamodel import FusionError, MetaModel, Strategy
-from coopflower.models import CNN_SPECS, build_model
+from coopflower.fusion.errors import FusionError
+from coopflower.fusion.extractor import (
+    Factories,
+    FeatureExtractor,
+    build_from_factory,
+    head_keys,
+    load_state,
+)
+from coopflower.fusion.metamodel import MetaModel, Strategy
 
 __all__ = [
     "FORMAT",
-    "arch_name",
     "arrays_to_metamodel",
     "blob_to_metamodel",
     "is_metamodel_arrays",
@@ -27,57 +43,61 @@ __all__ = [
     "metamodel_to_blob",
 ]
 
-FORMAT = "coopflower.metamodel/1"
+FORMAT = "coopflower.metamodel/2"
 _FUSION_KEYS = ("A", "B", "bias_h", "bias_y", "feature_mean", "feature_std", "gamma")
+_MAX_TEXT = 256
 
 
-def arch_name(model: torch.nn.Module) -> str:
-    """The :data:`coopflower.models.CNN_SPECS` name of a paper CNN (by its ``spec``).
-
-    Raises ``FusionError`` for a model that is not one of the paper's CNNs.
-    """
-    spec = getattr(model, "spec", None)
-    for name, s in CNN_SPECS.items():
-        if s == spec:
-            return name
-    raise FusionError(f"{type(model).__name__} is not one of the paper's CNNs {list(CNN_SPECS)}")
+def _text(s: str, what: str) -> np.ndarray:
+    raw = s.encode("utf-8")
+    if not raw or len(raw) > _MAX_TEXT:
+        raise FusionError(f"MetaModel: {what} must be 1 to {_MAX_TEXT} bytes, got {s!r}")
+    return np.frombuffer(raw, dtype=np.uint8).copy()
 
 
-def _text(s: str) -> np.ndarray:
-    return np.frombuffer(s.encode("ascii"), dtype=np.uint8).copy()
-
-
-def _untext(arr: np.ndarray | None, what: str) -> str:
-    if arr is None or arr.ndim != 1 or arr.dtype != np.uint8 or arr.size > 256:
+def _untext(arr: object, what: str) -> str:
+    a = np.asarray(arr) if arr is not None else None
+    if a is None or a.ndim != 1 or a.dtype != np.uint8 or not 0 < a.size <= _MAX_TEXT:
         raise FusionError(f"MetaModel arrays: {what} missing or not a short uint8 string")
     try:
-        return bytes(arr).decode("ascii")
+        return bytes(a).decode("utf-8")
     except UnicodeDecodeError:
-        raise FusionError(f"MetaModel arrays: {what} is not ASCII") from None
+        raise FusionError(f"MetaModel arrays: {what} is not UTF-8") from None
+
+
+def _private_arrays(i: int, ext: FeatureExtractor, labels: list[int]) -> dict[str, np.ndarray]:
+    if not ext.arch:
+        raise FusionError(f"private model {i} ({ext.label}) has no architecture key: fuse "
+                          "PrivateModel(model, head, labels, arch=<key>) to serialise it")
+    p = f"model{i}."
+    out = {
+        p + "arch": _text(ext.arch, f"model{i}.arch"),
+        p + "head": _text(ext.head, f"model{i}.head"),
+        p + "feature_dim": np.asarray([ext.feature_dim], dtype=np.int64),
+        p + "labels": np.asarray(labels, dtype=np.int64),
+    }
+    for k, v in ext.backbone_state().items():
+        out[f"{p}state.{k}"] = v.detach().cpu().numpy().copy()
+    return out
 
 
 def metamodel_to_arrays(meta: MetaModel) -> dict[str, np.ndarray]:
-    """A MetaModel as self-describing named arrays (what the coordinated strategy stores).
+    """A MetaModel as self-describing named arrays (see the module notes).
 
-    ``fusion.<name>`` for the fusion network, ``fusion.strategy`` and ``model<i>.arch`` as
-    ASCII ``uint8`` arrays, ``model<i>.<name>`` for private model ``i``'s weights and
-    ``model<i>.labels`` for its label set.
+    Raises ``FusionError`` when a private model has no architecture key.
     """
     state = meta.state_dict()
     arrays: dict[str, np.ndarray] = {
-        f"fusion.{key}": state[key].detach().cpu().numpy() for key in _FUSION_KEYS
+        f"fusion.{key}": state[key].detach().cpu().numpy().copy() for key in _FUSION_KEYS
     }
-    arrays["fusion.strategy"] = _text(meta.strategy)
-    for i, (model, labels) in enumerate(zip(meta.extractors, meta.label_sets, strict=True)):
-        arrays[f"model{i}.arch"] = _text(arch_name(model))
-        for k, v in model.state_dict().items():
-            arrays[f"model{i}.{k}"] = v.detach().cpu().numpy()
-        arrays[f"model{i}.labels"] = np.asarray(labels, dtype=np.int64)
+    arrays["fusion.strategy"] = _text(meta.strategy, "fusion.strategy")
+    for i, (ext, labels) in enumerate(zip(meta._extractors(), meta.label_sets, strict=True)):
+        arrays.update(_private_arrays(i, ext, labels))
     return arrays
 
 
 def metamodel_to_blob(meta: MetaModel) -> bytes:
-    """Serialise a MetaModel (fusion network, private models, label sets) to blob bytes."""
+    """Serialise a MetaModel (fusion network, private extractors, label sets) to blob bytes."""
     try:
         return pack_arrays(metamodel_to_arrays(meta), {"format": FORMAT})
     except BlobError as e:
@@ -91,8 +111,15 @@ def _tensor(arrays: Mapping[str, np.ndarray], key: str, shape: tuple[int, ...]) 
     if tuple(arr.shape) != shape:
         raise FusionError(f"MetaModel arrays: {key} has shape {arr.shape}, expected {shape}")
     if arr.dtype.kind != "f" or not np.isfinite(arr).all():
-        raise FusionError(f"MetaModel arrays: {key} must be finite floats")
-    return torch.from_numpy(np.ascontiguousarray(arr)).to(torch.float32)
+        raise FusionError(f"MetaModel arrays: {key} must be finite floats (no NaN or Inf)")
+    return torch.from_numpy(np.array(arr, copy=True)).to(torch.float32)
+
+
+def _ints(arrays: Mapping[str, np.ndarray], key: str) -> list[int]:
+    arr = arrays.get(key)
+    if arr is None or np.ndim(arr) != 1 or np.asarray(arr).dtype.kind not in "iu":
+        raise FusionError(f"MetaModel arrays: {key} missing or not integers")
+    return [int(c) for c in np.asarray(arr)]
 
 
 def is_metamodel_arrays(arrays: Mapping[str, object]) -> bool:
@@ -101,45 +128,60 @@ def is_metamodel_arrays(arrays: Mapping[str, object]) -> bool:
     return "fusion.A" in arrays and "fusion.strategy" in arrays
 
 
-def arrays_to_metamodel(arrays: Mapping[str, np.ndarray]) -> MetaModel:
+def _load_private(arrays: Mapping[str, np.ndarray], i: int,
+                  factories: Factories | None) -> tuple[FeatureExtractor, list[int], set[str]]:
+    """Private model ``i``, its labels, and the array names it used."""
+    p = f"model{i}."
+    arch = _untext(arrays.get(p + "arch"), p + "arch")
+    head = _untext(arrays.get(p + "head"), p + "head")
+    dim = _ints(arrays, p + "feature_dim")
+    if len(dim) != 1 or dim[0] < 1:
+        raise FusionError(f"MetaModel arrays: {p}feature_dim must be one positive integer")
+    what = f"MetaModel arrays, model {i} ({arch!r})"
+    model = build_from_factory(factories, arch, what)
+    try:
+        ext = FeatureExtractor(model, head, arch, dim[0])
+    except FusionError as e:
+        raise FusionError(f"{what}: {e}") from None
+    state = {k[len(p + "state."):]: v for k, v in arrays.items() if k.startswith(p + "state.")}
+    load_state(ext.model, state, what, skip=head_keys(ext.model, head))
+    used = {p + s for s in ("arch", "head", "feature_dim", "labels")}
+    return ext, _ints(arrays, p + "labels"), used | {p + "state." + k for k in state}
+
+
+def arrays_to_metamodel(arrays: Mapping[str, np.ndarray],
+                        factories: Factories | None = None) -> MetaModel:
     """Rebuild a MetaModel from :func:`metamodel_to_arrays` output.
 
-    Raises ``FusionError`` on a missing, extra or misshapen array or an unknown architecture.
+    Args:
+        arrays: the named arrays.
+        factories: ``architecture key -> zero-argument factory`` of every private
+            architecture the MetaModel holds (required; ``None`` raises ``FusionError``).
+
+    Raises ``FusionError`` on no factories, an unknown key, a head the rebuilt model lacks, a
+    missing, extra or misshapen array, or NaN/Inf.
     """
+    if factories is None:
+        raise FusionError("arrays_to_metamodel needs factories={architecture key: "
+                          "zero-argument model factory} to rebuild the private models")
     strategy = _untext(arrays.get("fusion.strategy"), "fusion.strategy")
     if strategy not in ("I", "II"):
         raise FusionError(f"MetaModel arrays: unknown strategy {strategy!r}")
     b = arrays.get("fusion.B")
-    if b is None or np.ndim(b) != 2:
-        raise FusionError("MetaModel arrays lack a two-dimensional fusion.B")
-    num_classes = int(np.shape(b)[1])
-    if num_classes < 2:
-        raise FusionError(f"MetaModel arrays: {num_classes} classes")
-    extractors, label_sets = [], []
-    i = 0
-    while f"model{i}.arch" in arrays:
-        arch = _untext(arrays[f"model{i}.arch"], f"model{i}.arch")
-        try:
-            model = build_model(arch, num_classes)
-        except ValueError as e:
-            raise FusionError(f"MetaModel arrays, model {i}: {e}") from None
-        state = {k: _tensor(arrays, f"model{i}.{k}", tuple(v.shape))
-                 for k, v in model.state_dict().items()}
-        model.load_state_dict(state)
-        labels = arrays.get(f"model{i}.labels")
-        if labels is None or np.ndim(labels) != 1 or np.asarray(labels).dtype.kind not in "iu":
-            raise FusionError(f"MetaModel arrays: model{i}.labels missing or not integers")
-        extractors.append(model)
-        label_sets.append([int(c) for c in np.asarray(labels)])
-        i += 1
+    if b is None or np.ndim(b) != 2 or int(np.shape(b)[1]) < 2:
+        raise FusionError("MetaModel arrays lack a two-dimensional fusion.B (2+ classes)")
+    extractors: list[FeatureExtractor] = []
+    label_sets: list[list[int]] = []
     expected = {f"fusion.{k}" for k in _FUSION_KEYS} | {"fusion.strategy"}
-    for j, m in enumerate(extractors):
-        expected |= {f"model{j}.{k}" for k in m.state_dict()}
-        expected |= {f"model{j}.labels", f"model{j}.arch"}
+    while f"model{len(extractors)}.arch" in arrays:
+        ext, labels, used = _load_private(arrays, len(extractors), factories)
+        extractors.append(ext)
+        label_sets.append(labels)
+        expected |= used
     extra = sorted(set(arrays) - expected)
     if extra:
         raise FusionError(f"MetaModel arrays: unexpected tensors {extra[:5]}")
-    meta = MetaModel(extractors, label_sets, num_classes, cast(Strategy, strategy))
+    meta = MetaModel(extractors, label_sets, int(np.shape(b)[1]), cast(Strategy, strategy))
     own = meta.state_dict()
     fusion = {k: _tensor(arrays, f"fusion.{k}", tuple(own[k].shape)) for k in _FUSION_KEYS}
     meta.load_state_dict({**own, **fusion})
@@ -147,12 +189,16 @@ def arrays_to_metamodel(arrays: Mapping[str, np.ndarray]) -> MetaModel:
     return meta
 
 
-def blob_to_metamodel(data: bytes, limits: BlobLimits | None = None) -> MetaModel:
-    """Rebuild a MetaModel from blob bytes; every malformed input raises ``FusionError``."""
+def blob_to_metamodel(data: bytes, factories: Factories | None = None,
+                      limits: BlobLimits | None = None) -> MetaModel:
+    """Rebuild a MetaModel from blob bytes with the caller's ``factories`` (see
+    :func:`arrays_to_metamodel`); every malformed input raises ``FusionError``."""
     try:
         arrays, meta_info = unpack_arrays(data, limits)
     except BlobError as e:
         raise FusionError(f"not a MetaModel blob: {e}") from None
     if meta_info.get("format") != FORMAT:
-        raise FusionError(f"not a MetaModel blob (format {meta_info.get('format')!r})")
-    return arrays_to_metamodel(arrays)
+        raise FusionError(f"not a MetaModel blob (format {meta_info.get('format')!r}, "
+                          f"expected {FORMAT!r})")
+    return arrays_to_metamodel(arrays, factories)
+
