@@ -31,7 +31,8 @@ class AppSettings:
     ``aggregation`` the coordinated strategy's aggregation step: ``average`` (weighted averaging,
     homogeneous models), ``I`` or ``II`` (MetaModel fusion, Strategy I or gradual fusion II);
     ``fusion-epochs`` the fusion network's epochs per stage (``FusionConfig.epochs_stage1`` and
-    ``epochs_stage2``).
+    ``epochs_stage2``); ``connect-timeout`` the seconds the ServerApp waits for k + 1 nodes before
+    it stops with a message saying how many came (plain ``flwr run .`` starts 2).
 
     Data with ``aggregation`` I or II: the held-out test part (``coopflower.app.data.
     test_indices``, 20% of MNIST, seed 0) is split by ``coopflower.data.partition.
@@ -58,6 +59,7 @@ class AppSettings:
     min_accuracy_bps: int = 3000
     log_fedavg: bool = True
     timeout: float = 600.0
+    connect_timeout: float = 30.0
     central_eval: bool = True
     seed: int = 0
     report_file: str = ""

@@ -46,4 +46,5 @@ def build_strategy(settings: AppSettings) -> Strategy:
         store=settings.store_spec(),
         fraction_train=settings.fraction_train,
         encryption=settings.encryption or None,
+        connect_timeout=settings.connect_timeout,
     )

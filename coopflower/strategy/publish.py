@@ -56,8 +56,8 @@ def wait_for_nodes(s: CoordinatedStrategy, grid: Grid, need: int) -> list[int]:
         raise StrategyError(
             f"the federation has {len(node_ids)} nodes after {s.connect_timeout:.0f} s; "
             f"the task needs at least {need} (k={s.task.k} verifiers besides each "
-            "contributor): run more SuperNodes (e.g. options.num-supernodes in the "
-            "federation's config) or lower TaskConfig(k=...)")
+            "contributor): run more SuperNodes (in a simulation: flwr run . --federation-config "
+            f"'num-supernodes={need}') or ask for fewer verifiers (TaskConfig(k=...))")
     return node_ids
 
 
