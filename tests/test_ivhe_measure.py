@@ -1,4 +1,5 @@
-"""A small run of experiments/ivhe_measure.py: the JSON's keys and sanity, not fixed numbers."""
+"""A small run of experiments/ivhe_measure.py (--quick): the JSON's keys and sanity, not fixed
+numbers; the paper's CNN and two models that are not the paper's."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_ivhe_measure_small_run(tmp_path: Path) -> None:
     cmd = [
-        sys.executable, str(REPO / "experiments" / "ivhe_measure.py"), "--json",
-        "--train", "800", "--test", "120", "--epochs", "3", "--repeats", "1",
-        "--sweep", "40", "--out", str(tmp_path),
+        sys.executable, str(REPO / "experiments" / "ivhe_measure.py"), "--json", "--quick",
+        "--out", str(tmp_path),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -35,5 +35,16 @@ def test_ivhe_measure_small_run(tmp_path: Path) -> None:
     assert sweep[0]["weights_read_off_first_component"] > 0.99  # the leak at small bounds
     assert sweep[-1]["weights_read_off_first_component"] < 0.5
     assert json.loads((tmp_path / "ivhe_measure.json").read_text())["acc_p32"] == out["acc_p32"]
+    # the non-paper models beside the paper's: trained, and encryption keeps their accuracy
+    models = out["models"]
+    assert set(models) == {"paper_table4", "template_cnn", "tabular_mlp"}
+    for name in ("template_cnn", "tabular_mlp"):
+        m = models[name]
+        assert m["input_range"] == [-1.0, 1.0]
+        assert m["acc_plain"] > 70, name
+        assert abs(m["acc_encrypted"] - m["acc_plain"]) <= 3.0, name
+        assert abs(m["acc_decrypted"] - m["acc_int"]) <= 2.0, name
+        assert m["argmax_agreement"] >= 0.95 and m["argmax_agreement_pairwise"] >= 0.95
+        assert m["time_ratio_elementwise"] > 1.0 and m["time_ratio_pairwise"] > 0.5, name
     png = (tmp_path / "accuracy_vs_randomisation.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
