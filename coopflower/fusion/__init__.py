@@ -5,6 +5,17 @@ Each private model is the user's own ``nn.Module`` cut at the head layer the cal
 Strategy II (gradual fusion) train the fusion network on the initiator's own data. The
 MetaModel serialises to named arrays / a model blob that names no architecture of its own: it
 is rebuilt from the caller's ``factories`` (``architecture key -> zero-argument factory``).
+
+Example (an MLP with head ``fc`` and a CNN with head ``classifier``, on the same inputs)::
+
+    result = fuse_models([PrivateModel(mlp, "fc", arch="mlp"),
+                          PrivateModel(cnn, "classifier", labels=(0, 1, 2), arch="cnn")],
+                         inputs, labels, FusionConfig(strategy="II"))
+    blob = metamodel_to_blob(result.meta)
+    meta = blob_to_metamodel(blob, factories={"mlp": MLP, "cnn": CNN})
+
+In the coordinated strategy: ``make_fusion_aggregate(inputs, labels, "II",
+factories={"mlp": MLP, "cnn": CNN}, heads={"mlp": "fc", "cnn": "classifier"})``.
 """
 
 from coopflower.fusion.aggregate import FusionAggregate, Heads, make_fusion_aggregate

@@ -2,9 +2,10 @@
 
 Any ``nn.Module`` works: the feature vector ``f_i`` is the input of the layer the caller names
 as the head (paper Fig. 7: the top-layer features of a private model). A forward pre-hook on
-the head captures that input and stops the forward pass there, so nothing from the head on
-runs, whatever the model's ``forward`` does. No architecture is known here: models are
-rebuilt from caller-supplied factories (``architecture key -> zero-argument factory``).
+the head captures that input (at the head's first call) and stops the forward pass there, so
+nothing from the head on runs, whatever the model's ``forward`` does. No architecture is known
+here: models are rebuilt from caller-supplied factories (``architecture key -> zero-argument
+factory``).
 """
 
 from __future__ import annotations
