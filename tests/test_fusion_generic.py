@@ -6,6 +6,7 @@ architecture key, serialisation through the caller's factories, and the named er
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import pytest
@@ -204,7 +205,7 @@ def stored(digits: Split, full_view: list[PrivateModel]) -> tuple[dict[str, np.n
 
 def test_loading_names_every_mismatch(stored: tuple[dict[str, np.ndarray], bytes]) -> None:
     arrays, blob = stored
-    cases: list[tuple[dict[str, object], str]] = [
+    cases: list[tuple[dict[str, np.ndarray], str]] = [
         ({"model1.arch": np.frombuffer(b"resnet", np.uint8).copy()},
          "unknown architecture key 'resnet'; the factories know"),
         ({"model0.head": np.frombuffer(b"fc9", np.uint8).copy()}, "no head layer named 'fc9'"),
@@ -228,7 +229,7 @@ def test_loading_names_every_mismatch(stored: tuple[dict[str, np.ndarray], bytes
     with pytest.raises(FusionError, match=r"conv.0.weight has shape \(8, 1, 3, 3\)"):
         blob_to_metamodel(blob, {**FACTORIES, "cnn": lambda: SmallCNN(4)})
     with pytest.raises(FusionError, match="returned str"):
-        blob_to_metamodel(blob, {**FACTORIES, "cnn": lambda: "cnn"})  # type: ignore[dict-item]
+        blob_to_metamodel(blob, {**FACTORIES, "cnn": lambda: cast(nn.Module, "cnn")})
     with pytest.raises(FusionError, match="factories"):
         arrays_to_metamodel(arrays)
 

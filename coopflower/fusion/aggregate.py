@@ -20,7 +20,7 @@ import numpy.typing as npt
 from coopflower.fusion.config import FusionConfig, FusionResult
 from coopflower.fusion.errors import FusionError
 from coopflower.fusion.extractor import Factories
-from coopflower.fusion.inputs import Transform
+from coopflower.fusion.inputs import Inputs, Transform
 from coopflower.fusion.private import PrivateModel
 from coopflower.fusion.serialize import metamodel_to_arrays
 from coopflower.fusion.train import fuse_models
@@ -51,8 +51,8 @@ class FusionAggregate:
 
     def __init__(
         self,
-        images: npt.NDArray[np.generic],
-        labels: npt.NDArray[np.generic],
+        images: Inputs,
+        labels: Inputs,
         mode: Mode = "II",
         config: FusionConfig | None = None,
         num_classes: int = 10,
@@ -122,8 +122,8 @@ class FusionAggregate:
 
 
 def make_fusion_aggregate(
-    images: npt.NDArray[np.generic],
-    labels: npt.NDArray[np.generic],
+    images: Inputs,
+    labels: Inputs,
     mode: Mode = "II",
     config: FusionConfig | None = None,
     num_classes: int = 10,

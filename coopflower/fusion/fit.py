@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -18,12 +17,13 @@ from torch import nn
 
 from coopflower.fusion.config import EpochRecord, FusionConfig, FusionMetrics
 from coopflower.fusion.errors import FusionError
+from coopflower.fusion.inputs import Inputs
 from coopflower.fusion.metamodel import MetaModel
 
 __all__ = ["fit_metamodel", "labels_tensor", "split_indices"]
 
 
-def labels_tensor(labels: Any, n: int, d: int) -> torch.Tensor:
+def labels_tensor(labels: Inputs, n: int, d: int) -> torch.Tensor:
     """``(n,)`` integer labels in ``[0, d)`` as a long tensor; ``FusionError`` otherwise."""
     y = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
     if tuple(y.shape) != (n,):
@@ -58,7 +58,7 @@ class _Data:
     y_val: torch.Tensor
 
 
-def _prepare(meta: MetaModel, features: torch.Tensor, labels: Any, config: FusionConfig,
+def _prepare(meta: MetaModel, features: torch.Tensor, labels: Inputs, config: FusionConfig,
              extra: tuple[torch.Tensor, torch.Tensor] | None) -> _Data:
     if meta.strategy != config.strategy:
         raise FusionError(f"MetaModel built for Strategy {meta.strategy}, config says "
@@ -118,7 +118,7 @@ def _epoch(meta: MetaModel, opt: torch.optim.Optimizer, data: _Data, batch_size:
 def fit_metamodel(
     meta: MetaModel,
     features: torch.Tensor,
-    labels: Any,
+    labels: Inputs,
     config: FusionConfig,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     extra: tuple[torch.Tensor, torch.Tensor] | None = None,

@@ -14,16 +14,19 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from coopflower.fusion.errors import FusionError
 
-__all__ = ["Transform", "as_inputs", "default_transform", "images_to_tensor", "shift_images"]
+__all__ = ["Inputs", "Transform", "as_inputs", "default_transform", "images_to_tensor",
+           "shift_images"]
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+Inputs = npt.NDArray[Any] | torch.Tensor
 
 
-def images_to_tensor(images: Any) -> torch.Tensor:
+def images_to_tensor(images: Inputs) -> torch.Tensor:
     """Images ``(N, H, W)`` or ``(N, C, H, W)`` as float ``(N, C, H, W)``; ``uint8`` / 255.
 
     Raises ``FusionError`` on another shape or non-finite values.
@@ -39,7 +42,7 @@ def images_to_tensor(images: Any) -> torch.Tensor:
     return t
 
 
-def as_inputs(inputs: Any) -> torch.Tensor:
+def as_inputs(inputs: Inputs) -> torch.Tensor:
     """The initiator's inputs ``(N, ...)`` as a tensor (see the module notes)."""
     t = inputs if isinstance(inputs, torch.Tensor) else torch.from_numpy(np.asarray(inputs))
     if t.ndim < 2:

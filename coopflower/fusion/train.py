@@ -6,7 +6,6 @@ the fusion network (Strategy I or gradual Strategy II, :func:`fit_metamodel`). N
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 from torch import nn
@@ -16,6 +15,7 @@ from coopflower.fusion.errors import FusionError
 from coopflower.fusion.extractor import FeatureExtractor
 from coopflower.fusion.fit import fit_metamodel, labels_tensor, split_indices
 from coopflower.fusion.inputs import (
+    Inputs,
     Transform,
     as_inputs,
     default_transform,
@@ -55,7 +55,7 @@ def _extractor(pm: PrivateModel, sample: torch.Tensor) -> FeatureExtractor:
     return ext
 
 
-def _augmented(meta: MetaModel, x: torch.Tensor, labels: Any, config: FusionConfig,
+def _augmented(meta: MetaModel, x: torch.Tensor, labels: Inputs, config: FusionConfig,
                tf: Transform | None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Features and labels of ``augment_copies`` transformed copies of the training share."""
     if tf is None or not config.augment_copies:
@@ -72,8 +72,8 @@ def _augmented(meta: MetaModel, x: torch.Tensor, labels: Any, config: FusionConf
 
 def fuse_models(
     private_models: Sequence[PrivateModel | tuple[nn.Module, Sequence[int]]],
-    inputs: Any,
-    labels: Any,
+    inputs: Inputs,
+    labels: Inputs,
     config: FusionConfig | None = None,
     num_classes: int = 10,
     on_epoch: Callable[[EpochRecord], None] | None = None,
