@@ -7,12 +7,15 @@ Inputs are ``(N, 1, 28, 28)`` float tensors.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
 
-__all__ = ["CNN_SPECS", "CnnSpec", "PaperCNN", "build_model", "MODEL_NAMES"]
+__all__ = ["CNN_SPECS", "CnnSpec", "MODEL_NAMES", "PAPER_HEAD", "PaperCNN", "build_model",
+           "model_factories"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ CNN_SPECS: dict[str, CnnSpec] = {
     "table4": CnnSpec(convs=((32, 5), (16, 5)), pool="avg", hidden=0),
 }
 MODEL_NAMES = tuple(CNN_SPECS)
+PAPER_HEAD = "out"
+"""Every paper CNN's head layer (its output layer): fusion cuts the model there."""
 
 
 class PaperCNN(nn.Module):
@@ -84,3 +89,9 @@ def build_model(name: str, num_classes: int = 10) -> PaperCNN:
         choices = ", ".join(MODEL_NAMES)
         raise ValueError(f"unknown model {name!r}; choose one of {choices}") from None
     return PaperCNN(spec, num_classes)
+
+
+def model_factories(num_classes: int = 10) -> dict[str, Callable[[], nn.Module]]:
+    """``architecture name -> zero-argument factory`` of every paper model: what the paper's app
+    passes to fusion (``make_fusion_aggregate(factories=...)``, ``arrays_to_metamodel``)."""
+    return {name: partial(build_model, name, num_classes) for name in MODEL_NAMES}

@@ -14,7 +14,6 @@ import json
 import os
 import sys
 import tempfile
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,7 +78,8 @@ def run_fedavg_then_coordinated(
     print(f"FedAvg: {rounds} rounds on {nodes} nodes", file=sys.stderr, flush=True)
     tx0 = ledger.chain.tx_count
     fed_result = fedavg.start(grid=grid, initial_arrays=initial_arrays(model), num_rounds=rounds,
-                              train_config=ConfigRecord(dict(train_cfg)), evaluate_fn=evaluate_fn)
+                              train_config=ConfigRecord(dict(train_cfg)),
+                              evaluate_fn=_shown(evaluate_fn))
     fedavg_tx = ledger.chain.tx_count - tx0
     coop = CoordinatedStrategy(task=TaskConfig(k=3, quorum=2, min_accuracy_bps=3000),
                                ledger=ledger, store=store_spec,
@@ -88,6 +88,22 @@ def run_fedavg_then_coordinated(
     coop_result = coop.start(grid=grid, initial_arrays=initial_arrays(model), num_rounds=rounds,
                              train_config=ConfigRecord(dict(train_cfg)), evaluate_fn=evaluate_fn)
     return SideBySide(fedavg, fed_result, fedavg_tx, coop, coop_result)
+
+
+def _shown(evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None,
+           ) -> Callable[[int, ArrayRecord], MetricRecord | None] | None:
+    """FedAvg's central evaluation, with a line per round on the terminal (Flower's own log
+    lines go to the run's log file)."""
+    if evaluate_fn is None:
+        return None
+
+    def evaluate(rnd: int, arrays: ArrayRecord) -> MetricRecord | None:
+        res = evaluate_fn(rnd, arrays)
+        acc = res.get("accuracy") if res is not None else None
+        print(f"[FedAvg round {rnd}] evaluate: accuracy {acc}", file=sys.stderr, flush=True)
+        return res
+
+    return evaluate
 
 
 @dataclass
@@ -129,8 +145,6 @@ def run_simulate(nodes: int = 10, rounds: int = 3, model: str = "table4", epochs
     """
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     os.environ.setdefault("RAY_TMPDIR", "/tmp/coopflower-ray")
-    # Ray's and Flower's shutdown leaves files and subprocesses to the OS: not the user's concern
-    warnings.filterwarnings("ignore", category=ResourceWarning)
     tmp = Path(tempfile.mkdtemp(prefix="coopflower-sim-"))
     os.environ.setdefault("COOPFLOWER_HOME", str(tmp / "home"))
     store_spec = store or str(tmp / "store")
@@ -164,8 +178,12 @@ def run_simulate(nodes: int = 10, rounds: int = 3, model: str = "table4", epochs
         summary.coop_accepted_per_round = [r.accepted for r in coop.reports]
         summary.coop_failures = failure_lines(coop.reports)
 
-    run_simulation(server, client_app, num_supernodes=nodes, backend_config={
-        "client_resources": {"num_cpus": 1}, "init_args": {"num_cpus": os.cpu_count() or 1}})
+    from coopflower.runlog import RAY_QUIET, library_output_to
+
+    with library_output_to(Path(out_dir) / "simulate.log"):
+        run_simulation(server, client_app, num_supernodes=nodes, backend_config={
+            "client_resources": {"num_cpus": 1},
+            "init_args": {"num_cpus": os.cpu_count() or 1, **RAY_QUIET}})
     done = len(summary.coop_accuracy) == rounds + 1 and len(summary.fedavg_accuracy) == rounds + 1
     _report(summary, Path(out_dir))
     return 0 if done else 1

@@ -77,13 +77,30 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     return dict(_finite(out))
 
 
+def make_deterministic(seed: int, threads: int) -> None:
+    """Same command and seed, same figures: a fixed CPU thread count, torch's deterministic
+    algorithms, and every global RNG seeded (each case also seeds its own generators). The
+    simulated nodes of Case III run in Ray workers, whose threads ``OMP_NUM_THREADS`` fixes."""
+    import os
+    import random
+
+    import numpy as np
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by Ray's workers
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured cases; returns the full results (also written to disk)."""
     from coopflower.data.mnist import load_mnist
     from experiments.cases.common import ExperimentError, log
     from experiments.cases.report import plots, tables
 
-    torch.set_num_threads(int(cfg.threads))
+    make_deterministic(int(cfg.seed), int(cfg.threads))
     t0, cpu0 = time.perf_counter(), time.process_time()
     cfg.data.idx_dir = data_dir(cfg)  # the nodes of Case III's simulations load the same
     data = load_mnist(cfg.data.idx_dir)

@@ -83,11 +83,12 @@ def test_gradual_fusion_in_the_shipped_app(tmp_path: Path, monkeypatch: pytest.M
     from coopflower.blob import unpack_arrays
     from coopflower.fusion.metamodel import MetaModel
     from coopflower.fusion.serialize import arrays_to_metamodel
+    from coopflower.models import model_factories
 
     assert strategy.aggregate_fn.last is not None  # the fusion ran, not averaging
     arrays, meta_info = unpack_arrays(strategy._open_store().get(report.meta_cid))
     assert meta_info["round"] == "1"
-    assert isinstance(arrays_to_metamodel(arrays), MetaModel)
+    assert isinstance(arrays_to_metamodel(arrays, model_factories()), MetaModel)
     accuracy = float(result.evaluate_metrics_serverapp[1]["accuracy"])
     assert math.isfinite(accuracy) and 0.0 <= accuracy <= 1.0
 

@@ -322,6 +322,7 @@ def test_simulated_contributors_continue_from_their_own_models(
     from coopflower.app.data import test_indices
     from coopflower.app.server_app import initial_arrays
     from coopflower.fusion import FusionConfig, make_fusion_aggregate
+    from coopflower.models import PAPER_HEAD, model_factories
     from coopflower.strategy.coordinated import CoordinatedStrategy, TaskConfig
 
     data = load_mnist()
@@ -338,7 +339,8 @@ def test_simulated_contributors_continue_from_their_own_models(
     init = held_out[:600]
     aggregate = make_fusion_aggregate(
         data.images[init], data.labels[init], "II",
-        FusionConfig(epochs_stage1=1, epochs_stage2=1, augment_copies=0))
+        FusionConfig(epochs_stage1=1, epochs_stage2=1, augment_copies=0),
+        factories=model_factories(), heads=PAPER_HEAD)
 
     calls: list[tuple[str, int, list[Message]]] = []
     real = coordinated.send_and_receive
@@ -351,7 +353,10 @@ def test_simulated_contributors_continue_from_their_own_models(
                       P.get_int(cfg, "server-round", 0), replies))
         return replies
 
-    monkeypatch.setattr(coordinated, "send_and_receive", recording)
+    from coopflower.strategy import publish, stages
+
+    for module in (coordinated, publish, stages):  # registration, train and verify
+        monkeypatch.setattr(module, "send_and_receive", recording)
     store = str(tmp_path / "store")
     out: dict[str, Any] = {}
     server = ServerApp()

@@ -10,11 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "coopflower"
-PLUGIN = ("strategy", "client", "ledger", "storage",
-          pytest.param("crypto", marks=pytest.mark.xfail(strict=True, reason="IVHE still "
-                                                         "built for PaperCNN")),
-          pytest.param("fusion", marks=pytest.mark.xfail(strict=True, reason="fusion still "
-                                                         "built for PaperCNN")))
+PLUGIN = ("strategy", "client", "crypto", "fusion", "ledger", "storage")
 PAPER = ("coopflower.models", "coopflower.training", "coopflower.data", "coopflower.augment",
          "coopflower.app", "coopflower.demo", "coopflower.simulate")
 

@@ -66,7 +66,7 @@ def central_evaluator(
     A MetaModel (fusion aggregation) is evaluated as the MetaModel its arrays encode.
     """
     from coopflower.fusion.serialize import arrays_to_metamodel, is_metamodel_arrays
-    from coopflower.models import build_model
+    from coopflower.models import build_model, model_factories
     from coopflower.training import evaluate_model, set_weights
 
     if digits is not None:
@@ -82,7 +82,7 @@ def central_evaluator(
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         plain = {k: np.asarray(a.numpy()) for k, a in arrays.items()}
         if is_metamodel_arrays(plain):
-            model: Any = arrays_to_metamodel(plain)
+            model: Any = arrays_to_metamodel(plain, model_factories())
         else:
             model = build_model(model_name)
             set_weights(model, plain)
@@ -107,6 +107,7 @@ def run_server(grid: Grid, settings: AppSettings) -> tuple[Strategy, Result]:
         from coopflower.data.mnist import load_mnist
         from coopflower.fusion.aggregate import make_fusion_aggregate
         from coopflower.fusion.train import FusionConfig
+        from coopflower.models import PAPER_HEAD, model_factories
 
         data = load_mnist()
         parts = held_out_parts(data.labels, settings.seed)
@@ -115,7 +116,8 @@ def run_server(grid: Grid, settings: AppSettings) -> tuple[Strategy, Result]:
                               epochs_stage2=settings.fusion_epochs, seed=settings.seed)
         strategy.aggregate_fn = make_fusion_aggregate(
             data.images[parts["fusion"]], data.labels[parts["fusion"]],
-            "I" if settings.aggregation == "I" else "II", fusion)
+            "I" if settings.aggregation == "I" else "II", fusion,
+            factories=model_factories(), heads=PAPER_HEAD)
     train_config = ConfigRecord({
         "epochs": settings.epochs,
         "lr": settings.lr,

@@ -3,9 +3,10 @@ global model (round number, CID) to the same contract as the coordinated strateg
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TextIO
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
@@ -27,12 +28,15 @@ class FedAvgBaseline(FedAvg):
         round_logger: called after each aggregation with the new global arrays; the shipped
             one (``coopflower.strategy.chainlog.ChainRoundLogger``) stores the blob and logs
             its CID on the contract.
+        progress: where a line per round goes (``None``: silent).
         **kwargs: passed to ``FedAvg``.
     """
 
-    def __init__(self, *, round_logger: RoundLogFn | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, round_logger: RoundLogFn | None = None,
+                 progress: TextIO | None = sys.stderr, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.round_logger = round_logger
+        self.progress = progress
         self.meter = ByteMeter()
         self.round_seconds: dict[int, float] = {}
         self.compute_seconds: dict[int, float] = {}
@@ -70,6 +74,10 @@ class FedAvgBaseline(FedAvg):
         if arrays is not None and self.round_logger is not None:
             self.meter.add_storage(server_round, self.round_logger(server_round, arrays))
         self.round_seconds[server_round] = time.perf_counter() - self._t0[server_round]
+        if self.progress is not None:
+            print(f"[FedAvg round {server_round}] train   : {len(replies)} replies, "
+                  f"{'averaged' if arrays is not None else 'nothing to average'} "
+                  f"({self.round_seconds[server_round]:.2f} s)", file=self.progress, flush=True)
         return arrays, metrics
 
     def configure_evaluate(

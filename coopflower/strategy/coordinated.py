@@ -265,10 +265,7 @@ class CoordinatedStrategy(FedAvg):
                     self._federated_evaluate(grid, rnd, arrays, evaluate_config, timeout,
                                              result)
                 if evaluate_fn:
-                    res = evaluate_fn(rnd, arrays)
-                    log(INFO, "\t└──> central evaluation: %s", res)
-                    if res is not None:
-                        result.evaluate_metrics_serverapp[rnd] = res
+                    self._central_evaluate(evaluate_fn, rnd, arrays, result)
         finally:
             if pending is not None:  # only after an error: the last round never pipelines
                 pending.wait()
@@ -293,6 +290,18 @@ class CoordinatedStrategy(FedAvg):
         publish.check_registered(self, len(node_ids), failures)
         return failures
 
+    def _central_evaluate(self, evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None],
+                          rnd: int, arrays: ArrayRecord, result: Result) -> None:
+        """The user's ``evaluate_fn`` on the new global model, shown as the round's last
+        phase."""
+        with self.phases.phase(rnd, "evaluate") as rec:
+            res = evaluate_fn(rnd, arrays)
+            rec.detail = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                   for k, v in (res or {}).items()) or "no metrics"
+        log(INFO, "\t└──> central evaluation: %s", res)
+        if res is not None:
+            result.evaluate_metrics_serverapp[rnd] = res
+
     def _finish(self, result: Result, arrays: ArrayRecord) -> Result:
         if len(result.arrays) == 0:
             result.arrays = arrays
@@ -314,10 +323,13 @@ class CoordinatedStrategy(FedAvg):
                                                   grid))
         if not msgs:
             return
-        self.meter.add_sent(rnd, msgs)
-        replies = send_and_receive(grid, msgs, timeout=timeout)
-        self.meter.add_received(rnd, replies)
-        metrics = self.inner.aggregate_evaluate(rnd, replies)
+        with self.phases.phase(rnd, "fed-eval") as rec:
+            self.meter.add_sent(rnd, msgs)
+            replies = send_and_receive(grid, msgs, timeout=timeout)
+            self.meter.add_received(rnd, replies)
+            metrics = self.inner.aggregate_evaluate(rnd, replies)
+            rec.detail = (f"{type(self.inner).__name__}'s federated evaluation on "
+                          f"{len(replies)} nodes")
         if metrics is not None:
             result.evaluate_metrics_clientapp[rnd] = metrics
 

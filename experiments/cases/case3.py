@@ -161,6 +161,7 @@ def run_coordinated(cfg: Mapping[str, Any], images: npt.NDArray[np.uint8],
     from coopflower.app.server_app import central_evaluator, initial_arrays
     from coopflower.fusion import make_fusion_aggregate
     from coopflower.ledger import CoopLedger, connect
+    from coopflower.models import PAPER_HEAD, model_factories
     from coopflower.strategy import CoordinatedStrategy, TaskConfig
     from coopflower.strategy.coordinated import failure_lines
 
@@ -175,7 +176,8 @@ def run_coordinated(cfg: Mapping[str, Any], images: npt.NDArray[np.uint8],
     store = str(work / "store")
     n = len(parts)
     fusion = make_fusion_aggregate(images[split.initiator], labels[split.initiator], "II",
-                                   fusion_config(cfg["fusion"], "II", seed))
+                                   fusion_config(cfg["fusion"], "II", seed),
+                                   factories=model_factories(), heads=PAPER_HEAD)
 
     def start(grid: Any) -> tuple[Any, Any]:
         ledger = CoopLedger.deploy(connect(None))
