@@ -32,7 +32,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +74,8 @@ def coop_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Me
     if stage == S.REGISTER:
         return _register(msg, context)
     if stage == S.TRAIN:
-        return _train(msg, context, call_next)
-    return _verify(msg, context, call_next)
+        return train_stage(msg, context, call_next)
+    return verify_stage(msg, context, call_next)
 
 
 # ---------------------------------------------------------------- helpers
@@ -145,15 +145,29 @@ def _register(msg: Message, context: Context) -> Message:
     return Message(content=RecordDict({P.REGISTRATION: record}), reply_to=msg)
 
 
-def _train(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+# how a model leaves the node: (arrays, meta, coop record, store spec) -> blob
+Packer = Callable[[Mapping[str, np.ndarray], dict[str, str], Mapping[str, Any], "str | None"],
+                  bytes]
+# how a verifier scores an encrypted blob: (blob, coop record, context) -> (value, examples)
+CipherJudge = Callable[[bytes, Mapping[str, Any], Context], tuple[float, int]]
+
+
+def _plain_packer(arrays: Mapping[str, np.ndarray], meta: dict[str, str],
+                  coop: Mapping[str, Any], store: str | None) -> bytes:
     from coopflower.blob import pack_arrays
+
+    if P.get_str(coop, "encryption", ""):
+        raise CoopModError("this task asks for IVHE encryption: the node needs the IVHE mod "
+                           "with the app's model and data (coopflower.client.ivhe_mod)")
+    return pack_arrays(dict(arrays), meta)
+
+
+def train_stage(msg: Message, context: Context, call_next: ClientAppCallable,
+           packer: Packer = _plain_packer) -> Message:
     from coopflower.client import duties
 
     t0 = time.perf_counter()
     coop = _coop(msg)
-    if P.get_str(coop, "encryption", ""):
-        raise CoopModError("this task asks for IVHE encryption, which coop_mod does not do "
-                           "for an app's own model yet (use the paper app's handlers)")
     content = RecordDict({k: v for k, v in msg.content.items() if k != S.COOP})
     reply = _app_reply(call_next(_for_app(msg, content), context), "train")
     t_app = time.perf_counter() - t0
@@ -173,9 +187,10 @@ def _train(msg: Message, context: Context, call_next: ClientAppCallable) -> Mess
     metrics = _one_metrics(reply, "train")
     examples = metrics.get(P.get_str(coop, "weighted-by", "num-examples"), 0)
     count = int(examples) if isinstance(examples, int | float) else 0
-    blob = pack_arrays(arrays, {"num-examples": str(count), "classes": ""})
+    store = _store_spec(context, coop)
+    blob = packer(arrays, {"num-examples": str(count), "classes": ""}, coop, store)
     key = node_key(context)
-    sub = duties.make_submission(key, coop, blob, _store_spec(context, coop))
+    sub = duties.make_submission(key, coop, blob, store)
     record = ConfigRecord({
         "cid": sub.cid, "content-hash": sub.content_hash, "signature": sub.signature,
         "contributor": key.address, "model": "",
@@ -186,7 +201,8 @@ def _train(msg: Message, context: Context, call_next: ClientAppCallable) -> Mess
                                        COOP_METRICS: ours}), reply_to=msg)
 
 
-def _verify(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+def verify_stage(msg: Message, context: Context, call_next: ClientAppCallable,
+            judge: CipherJudge | None = None) -> Message:
     from coopflower.client import duties
 
     t0 = time.perf_counter()
@@ -206,18 +222,27 @@ def _verify(msg: Message, context: Context, call_next: ClientAppCallable) -> Mes
                                  "reasons": []}
     stats = {"compute-seconds": 0.0, "fetched-bytes": 0, "num-examples": 0}
     for sid, cid, chash in zip(ids, cids, hashes, strict=True):
-        arrays, reason, fetched = _fetch_checked(store, bytes(cid), bytes(chash), expected)
+        t1 = time.perf_counter()
+        if judge is None:
+            arrays, reason, fetched = _fetch_checked(store, bytes(cid), bytes(chash), expected)
+            scored = arrays is not None
+            if scored:
+                value, n = _app_metric(msg, context, call_next, arrays or {}, eval_config,
+                                       metric)
+        else:
+            blob, reason = _fetch_blob(store, bytes(cid), bytes(chash))
+            fetched, scored = len(blob), not reason
+            if scored:
+                value, n, reason = _judged(judge, blob, coop, context)
+                scored = not reason
         stats["fetched-bytes"] += fetched
-        value = float("nan")
-        if arrays is not None:
-            t1 = time.perf_counter()
-            value, n = _app_metric(msg, context, call_next, arrays, eval_config, metric)
+        if scored:
             stats["compute-seconds"] += time.perf_counter() - t1
             stats["num-examples"] += n
             if not value * 10000 >= min_bps:
                 reason = f"{metric} {value:.4g} below {min_bps / 10000:.4g}"
         approve = not reason
-        bps = S.metric_bps(value) if arrays is not None else 0
+        bps = S.metric_bps(value) if scored else 0
         digest = duties.model_digest(bytes(cid), bytes(chash))
         out["approve"].append(approve)
         out["accuracy-bps"].append(bps)
@@ -229,11 +254,8 @@ def _verify(msg: Message, context: Context, call_next: ClientAppCallable) -> Mes
     return Message(content=RecordDict({P.VOTES: record, COOP_METRICS: ours}), reply_to=msg)
 
 
-def _fetch_checked(store: str | None, cid: bytes, chash: bytes,
-                   expected: Mapping[str, tuple[int, ...]],
-                   ) -> tuple[dict[str, np.ndarray] | None, str, int]:
-    """The model behind ``cid`` when it passes every check, else ``None`` and the reason."""
-    from coopflower.blob import BlobError, unpack_arrays
+def _fetch_blob(store: str | None, cid: bytes, chash: bytes) -> tuple[bytes, str]:
+    """The blob behind ``cid`` (the store checks it) and "" , or what went wrong."""
     from coopflower.client.duties import open_store
     from coopflower.ledger.eip712 import content_hash
     from coopflower.storage.errors import StorageError
@@ -241,9 +263,35 @@ def _fetch_checked(store: str | None, cid: bytes, chash: bytes,
     try:
         blob = open_store(store).get(cid)
     except StorageError as exc:
-        return None, f"fetch failed: {exc}", 0
+        return b"", f"fetch failed: {exc}"
     if content_hash(blob) != chash:
-        return None, "content hash does not match the blob", len(blob)
+        return blob, "content hash does not match the blob"
+    return blob, ""
+
+
+def _judged(judge: CipherJudge, blob: bytes, coop: Mapping[str, Any],
+            context: Context) -> tuple[float, int, str]:
+    """The judge's score of an encrypted blob; a blob it refuses is a "no" with the reason."""
+    from coopflower.crypto.errors import IVHEError
+
+    try:
+        value, n = judge(blob, coop, context)
+    except (IVHEError, ValueError) as exc:
+        return float("nan"), 0, f"unusable encrypted model: {exc}"
+    if not np.isfinite(value):
+        return value, n, "no local samples to evaluate the model on"
+    return value, n, ""
+
+
+def _fetch_checked(store: str | None, cid: bytes, chash: bytes,
+                   expected: Mapping[str, tuple[int, ...]],
+                   ) -> tuple[dict[str, np.ndarray] | None, str, int]:
+    """The model behind ``cid`` when it passes every check, else ``None`` and the reason."""
+    from coopflower.blob import BlobError, unpack_arrays
+
+    blob, reason = _fetch_blob(store, cid, chash)
+    if reason:
+        return None, reason, len(blob)
     try:
         arrays, _ = unpack_arrays(blob)
     except BlobError as exc:

@@ -35,6 +35,8 @@ REGISTER = "register"
 TRAIN = "train"
 VERIFY = "verify"
 STAGES = (REGISTER, TRAIN, VERIFY)
+# the figure verifiers report for an IVHE-encrypted model (its cipherspace accuracy)
+IVHE_METRIC = "ivhe-accuracy"
 
 
 def stage_of(records: Mapping[str, Any]) -> str | None:

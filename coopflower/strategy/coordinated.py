@@ -52,6 +52,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result, Strategy
 from flwr.supercore import log
 
+from coopflower.client.stages import IVHE_METRIC
 from coopflower.strategy import accepted, publish, settlement, stages
 from coopflower.strategy.aggregate import AggregateFn, weighted_average
 from coopflower.strategy.messaging import send_and_receive
@@ -94,7 +95,8 @@ class CoordinatedStrategy(FedAvg):
         ledger: an already bound ``coopflower.ledger.CoopLedger`` (overrides the three above).
         task_id: an existing task to run rounds of (default: publish one).
         store: the storage spec (directory or IPFS RPC URL) the initiator and, unless their
-            node config says otherwise, the nodes use (default: the embedded store's folder).
+            node config says otherwise, the nodes use (default: ``$COOPFLOWER_STORE``, else
+            the embedded store's folder).
         aggregate_fn: turns the accepted models into the new global arrays (default:
             weighted averaging; the MetaModel fusion plugs in here). When it has a true
             ``produces_metamodel`` attribute (``coopflower.fusion.make_fusion_aggregate``),
@@ -104,6 +106,8 @@ class CoordinatedStrategy(FedAvg):
             with IVHE under the initiator's public key (published by CID), verifiers evaluate
             in cipherspace, and the initiator decrypt the accepted ones (``None``: plaintext).
         ivhe_p, ivhe_q: the scaling factors of weights and inputs.
+        ivhe_input_range: the range of the app's inputs after its own preprocessing (e.g.
+            ``(-1.0, 1.0)``), declared once: contributors quantise for it.
         progress: where the per-phase lines go (``None``: silent).
         pipeline: overlap a round's vote, settle and MetaModel transactions with the next
             round's training (see the module docstring).
@@ -130,6 +134,7 @@ class CoordinatedStrategy(FedAvg):
         encryption: str | None = None,
         ivhe_p: int = 2**7,
         ivhe_q: int = 1000,
+        ivhe_input_range: tuple[float, float] = (0.0, 1.0),
         pipeline: bool = True,
         connect_timeout: float = 60.0,
         **fedavg_kwargs: Any,
@@ -145,9 +150,10 @@ class CoordinatedStrategy(FedAvg):
             raise StrategyError(f"TaskConfig(metric={self.task.metric!r}) needs min_metric, "
                                 "the threshold a model must reach")
         self.task.threshold_bps()  # a bad threshold fails here, not mid-run
-        if strategy is not None and encryption:
-            raise StrategyError("IVHE encryption is not available with a wrapped strategy yet "
-                                "(coop_mod packs the app's plaintext arrays)")
+        if strategy is not None and encryption and self.task.metric != IVHE_METRIC:
+            raise StrategyError(f"with IVHE encryption the verifiers score models in "
+                                f"cipherspace: TaskConfig(metric={IVHE_METRIC!r}, ...) and, "
+                                "on the nodes, coopflower.client.ivhe_mod.make_ivhe_mod")
         if strategy is not None and aggregate_fn is not weighted_average:
             raise StrategyError("with a wrapped strategy the inner strategy aggregates: pass "
                                 "either a strategy or aggregate_fn, not both")
@@ -158,7 +164,7 @@ class CoordinatedStrategy(FedAvg):
         self.report_file = os.environ.get("COOPFLOWER_REPORT") or None
         self.ledger = ledger
         self.task_id = task_id
-        self.store_spec = store
+        self.store_spec = store or os.environ.get("COOPFLOWER_STORE") or None
         self.aggregate_fn = aggregate_fn
         self.verify_timeout = verify_timeout
         self.progress = progress
@@ -173,6 +179,7 @@ class CoordinatedStrategy(FedAvg):
                                 "key, so the round supports 'elementwise' (or None)")
         self.encryption = encryption or None
         self.ivhe_p, self.ivhe_q = ivhe_p, ivhe_q
+        self.ivhe_input_range = (float(ivhe_input_range[0]), float(ivhe_input_range[1]))
         self.pipeline = pipeline
         self.connect_timeout = connect_timeout
         self.secret_key: Any = None
@@ -211,7 +218,9 @@ class CoordinatedStrategy(FedAvg):
         }
         if self.encryption:
             cfg.update({"encryption": self.encryption, "ivhe-key-cid": self.ivhe_key_cid,
-                        "ivhe-p": self.ivhe_p, "ivhe-q": self.ivhe_q})
+                        "ivhe-p": self.ivhe_p, "ivhe-q": self.ivhe_q,
+                        "ivhe-input-lo": self.ivhe_input_range[0],
+                        "ivhe-input-hi": self.ivhe_input_range[1]})
         return cfg
 
     # ------------------------------------------------------------------ the round

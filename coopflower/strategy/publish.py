@@ -84,7 +84,8 @@ def make_ivhe_keys(s: CoordinatedStrategy) -> None:
     """The initiator's IVHE key pair; the public key is published by CID."""
     from coopflower.crypto import IVHEParams, make_keys, public_key_to_bytes
 
-    s.secret_key, pk = make_keys("elementwise", "table4", IVHEParams())
+    # element-wise keys encrypt plaintexts of length 1: the same for every model and layer
+    s.secret_key, pk = make_keys("elementwise", 1, IVHEParams())
     s.ivhe_key_cid = s.open_store().put(public_key_to_bytes(pk)).to_bytes()
 
 
