@@ -74,6 +74,10 @@ def coop_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Me
     if stage == S.REGISTER:
         return _register(msg, context)
     if stage == S.TRAIN:
+        if _coop(msg).get("fusion"):
+            raise CoopModError("this task fuses the contributors' own models (of any "
+                               "architectures): the node needs the fusion mod with the app's "
+                               "model factories (coopflower.client.fusion_mod)")
         return train_stage(msg, context, call_next)
     return verify_stage(msg, context, call_next)
 
@@ -150,6 +154,8 @@ Packer = Callable[[Mapping[str, np.ndarray], dict[str, str], Mapping[str, Any], 
                   bytes]
 # how a verifier scores an encrypted blob: (blob, coop record, context) -> (value, examples)
 CipherJudge = Callable[[bytes, Mapping[str, Any], Context], tuple[float, int]]
+# what a verifier expects of a plaintext blob's arrays, given its metadata: "" or the reason
+BlobCheck = Callable[[Mapping[str, np.ndarray], Mapping[str, str]], str]
 
 
 def _plain_packer(arrays: Mapping[str, np.ndarray], meta: dict[str, str],
@@ -202,7 +208,7 @@ def train_stage(msg: Message, context: Context, call_next: ClientAppCallable,
 
 
 def verify_stage(msg: Message, context: Context, call_next: ClientAppCallable,
-            judge: CipherJudge | None = None) -> Message:
+                 judge: CipherJudge | None = None, check: BlobCheck | None = None) -> Message:
     from coopflower.client import duties
 
     t0 = time.perf_counter()
@@ -224,7 +230,8 @@ def verify_stage(msg: Message, context: Context, call_next: ClientAppCallable,
     for sid, cid, chash in zip(ids, cids, hashes, strict=True):
         t1 = time.perf_counter()
         if judge is None:
-            arrays, reason, fetched = _fetch_checked(store, bytes(cid), bytes(chash), expected)
+            arrays, reason, fetched = _fetch_checked(store, bytes(cid), bytes(chash), expected,
+                                                     check)
             scored = arrays is not None
             if scored:
                 value, n = _app_metric(msg, context, call_next, arrays or {}, eval_config,
@@ -284,7 +291,7 @@ def _judged(judge: CipherJudge, blob: bytes, coop: Mapping[str, Any],
 
 
 def _fetch_checked(store: str | None, cid: bytes, chash: bytes,
-                   expected: Mapping[str, tuple[int, ...]],
+                   expected: Mapping[str, tuple[int, ...]], check: BlobCheck | None = None,
                    ) -> tuple[dict[str, np.ndarray] | None, str, int]:
     """The model behind ``cid`` when it passes every check, else ``None`` and the reason."""
     from coopflower.blob import BlobError, unpack_arrays
@@ -293,11 +300,11 @@ def _fetch_checked(store: str | None, cid: bytes, chash: bytes,
     if reason:
         return None, reason, len(blob)
     try:
-        arrays, _ = unpack_arrays(blob)
+        arrays, meta = unpack_arrays(blob)
     except BlobError as exc:
         return None, f"malformed model blob: {exc}", len(blob)
     why = S.shape_mismatch(arrays, expected) if expected else ""
-    why = why or _non_finite(arrays)
+    why = why or (check(arrays, meta) if check is not None else "") or _non_finite(arrays)
     return (None, why, len(blob)) if why else (arrays, "", len(blob))
 
 

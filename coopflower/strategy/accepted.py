@@ -33,8 +33,11 @@ def aggregate(s: CoordinatedStrategy, st: RoundState,
     report, rnd = st.report, st.rnd
     with s.phases.phase(rnd, "aggregate") as rec:
         models = fetch(s, rnd, [st.by_id[sid] for sid in accepted_ids])
-        agg = _inner_aggregate(s, st, models) if s.inner is not None else s.aggregate_fn(
-            models, {k: np.asarray(a.numpy()) for k, a in st.arrays.items()} or None)
+        if s.inner is not None and not s.fusing:
+            agg = _inner_aggregate(s, st, models)
+        else:
+            agg = s.aggregate_fn(models, {k: np.asarray(a.numpy())
+                                          for k, a in st.arrays.items()} or None)
         if agg is None:
             rec.detail = "no accepted model fits: global model unchanged"
             return None

@@ -98,6 +98,9 @@ class CoordinatedStrategy(FedAvg):
             node config says otherwise, the nodes use (default: ``$COOPFLOWER_STORE``, else
             the embedded store's folder).
         aggregate_fn: turns the accepted models into the new global arrays (default:
+            weighted averaging; with a wrapped strategy only fusion, which then replaces the
+            inner strategy's aggregation and its federated evaluation, and the nodes run
+            ``coopflower.client.fusion_mod``). Without a wrapped strategy (default:
             weighted averaging; the MetaModel fusion plugs in here). When it has a true
             ``produces_metamodel`` attribute (``coopflower.fusion.make_fusion_aggregate``),
             rounds after the first send no arrays down: contributors continue their own models.
@@ -154,9 +157,11 @@ class CoordinatedStrategy(FedAvg):
             raise StrategyError(f"with IVHE encryption the verifiers score models in "
                                 f"cipherspace: TaskConfig(metric={IVHE_METRIC!r}, ...) and, "
                                 "on the nodes, coopflower.client.ivhe_mod.make_ivhe_mod")
-        if strategy is not None and aggregate_fn is not weighted_average:
+        if strategy is not None and aggregate_fn is not weighted_average and not getattr(
+                aggregate_fn, "produces_metamodel", False):
             raise StrategyError("with a wrapped strategy the inner strategy aggregates: pass "
-                                "either a strategy or aggregate_fn, not both")
+                                "either a strategy or aggregate_fn, not both (fusion, "
+                                "make_fusion_aggregate(...), is the exception)")
         # an operator points an app's unchanged code at a chain through the environment
         self.chain_url = chain or os.environ.get("COOPFLOWER_CHAIN") or None
         self.private_key = private_key or os.environ.get("COOPFLOWER_CHAIN_KEY") or None
@@ -270,7 +275,7 @@ class CoordinatedStrategy(FedAvg):
                     arrays = result.arrays = report.new_arrays
                 if tail is None:
                     record_result(result, report, wrapped_run)
-                if wrapped_run:
+                if wrapped_run and not self.fusing:  # a MetaModel fits no node's app
                     self._federated_evaluate(grid, rnd, arrays, evaluate_config, timeout,
                                              result)
                 if evaluate_fn:
@@ -409,6 +414,12 @@ class CoordinatedStrategy(FedAvg):
             rng = np.random.default_rng([rnd, int(self.task_id or 0)])
             node_ids = [int(n) for n in rng.choice(node_ids, n_train, replace=False)]
         return node_ids
+
+    @property
+    def fusing(self) -> bool:
+        """Whether the aggregation fuses the accepted models into the initiator's MetaModel
+        (``make_fusion_aggregate``): contributors then keep their own models."""
+        return bool(getattr(self.aggregate_fn, "produces_metamodel", False))
 
     # the names earlier releases (and their tests) used
     _open_store = open_store

@@ -117,7 +117,12 @@ def train_messages(s: CoordinatedStrategy, st: RoundState, grid: Grid,
     (wrapped), or ``fraction_train`` of the registered nodes (the paper app's protocol)."""
     base = {**s.base_config(), "server-round": st.rnd, "round": st.report.chain_round}
     if s.inner is not None:
-        msgs, outsiders = wrapped.train_messages(s.inner, grid, st.rnd, st.arrays, train_config,
+        # with fusion the global arrays are the initiator's MetaModel: the nodes' fusion mod
+        # hands each app its own private model instead
+        arrays = ArrayRecord() if s.fusing else st.arrays
+        if s.fusing:
+            base["fusion"] = True
+        msgs, outsiders = wrapped.train_messages(s.inner, grid, st.rnd, arrays, train_config,
                                                  s.addresses, base)
         for nid in outsiders:
             st.fail("train", nid, "sampled by the inner strategy but not registered: left out")
@@ -128,7 +133,7 @@ def train_messages(s: CoordinatedStrategy, st: RoundState, grid: Grid,
     # a MetaModel (fusion aggregation) is the initiator's, not a starting point for the
     # contributors' own architectures, so it stays home: after round 1 the contributors
     # continue their own private models (even before any MetaModel exists)
-    fusing = st.rnd > 1 and bool(getattr(s.aggregate_fn, "produces_metamodel", False))
+    fusing = st.rnd > 1 and s.fusing
     to_nodes = ArrayRecord() if fusing or is_metamodel_arrays(st.arrays) else st.arrays
     cfg = ConfigRecord({**dict(train_config), **base, "mode": P.MODE_COOP})
     content = RecordDict({P.ARRAYS: to_nodes, P.CONFIG: cfg})
@@ -190,7 +195,10 @@ def verify_messages(s: CoordinatedStrategy, st: RoundState, per_node: dict[int, 
         }
         if s.inner is not None:
             vcfg.update({"metric": s.task.metric, "min-metric-bps": s.task.threshold_bps()})
-            out.append(wrapped.verify_message(nid, vcfg, st.arrays, evaluate_config))
+            if s.fusing:  # each blob is checked against the architecture it names
+                vcfg["fusion"] = True
+            shapes_of = ArrayRecord() if s.fusing else st.arrays
+            out.append(wrapped.verify_message(nid, vcfg, shapes_of, evaluate_config))
         else:
             vcfg["min-accuracy-bps"] = s.task.min_accuracy_bps
             out.append(Message(RecordDict({P.CONFIG: ConfigRecord(vcfg)}), nid, P.MSG_VERIFY))
