@@ -32,7 +32,10 @@ def aggregate(s: CoordinatedStrategy, st: RoundState,
     and sets the report's ``new_arrays`` (``None`` when nothing fits: the model is kept)."""
     report, rnd = st.report, st.rnd
     with s.phases.phase(rnd, "aggregate") as rec:
-        models = fetch(s, rnd, [st.by_id[sid] for sid in accepted_ids])
+        # by CID, not by the order replies happened to arrive in: the same accepted models
+        # aggregate (and fuse) to the same result, whatever the timing
+        subs = sorted((st.by_id[sid] for sid in accepted_ids), key=lambda sub: bytes(sub.cid))
+        models = fetch(s, rnd, subs)
         if s.inner is not None and not s.fusing:
             agg = _inner_aggregate(s, st, models)
         else:
