@@ -47,6 +47,11 @@ contract CoopLedger {
     error MetaModelAlreadyRecorded(uint256 taskId, uint32 round);
     error NothingToWithdraw(address account);
     error TransferFailed(address account, uint256 amount);
+    error DuplicateModel(uint256 taskId, bytes32 contentHash);
+    error ModelMismatch(uint256 taskId, uint32 round, uint32 submission);
+    error RegistrationClosed(uint256 taskId);
+    error RefreshLimitReached(uint256 taskId, uint32 round, uint8 refreshes);
+    error TaskNotExpired(uint256 taskId, uint64 expiresAfterBlock);
 
     // ------------------------------------------------------------------ types
     uint8 internal constant ROUND_NONE = 0;
@@ -62,6 +67,11 @@ contract CoopLedger {
     uint8 internal constant PENALTY_WRONG_VOTE = 1;
     uint8 internal constant PENALTY_NO_VOTE = 2;
 
+    /// @dev how often a round's randomness may be moved to a new block after its hash expired
+    uint8 internal constant MAX_REFRESHES = 1;
+    /// @dev blockhash(n) is only available for the 256 most recent blocks
+    uint256 internal constant HASH_HORIZON = 256;
+
     /// @notice What an initiator publishes. Amounts in wei; windows in blocks.
     struct TaskParams {
         bytes32 specHash; // hash of the model specification
@@ -76,6 +86,8 @@ contract CoopLedger {
         uint128 minDeposit; // security deposit required to register
         uint128 penaltyWrongVote; // taken from a deposit for voting against a majority
         uint128 penaltyNoVote; // taken from a deposit for not voting when assigned
+        uint32 idleBlocks; // after this many blocks without a round event anyone may close the task
+        bool inviteOnly; // only the initiator (or an authority) registers participants
     }
 
     struct Task {
@@ -83,6 +95,7 @@ contract CoopLedger {
         uint32 roundCount;
         bool closed;
         uint128 escrow;
+        uint64 lastActive; // block of the last publish / openRound / settle
         TaskParams params;
     }
 
@@ -105,6 +118,7 @@ contract CoopLedger {
         uint128 reserved; // escrow reserved for this round's payouts
         bytes32 seed; // keccak256(blockhash(randBlock), taskId, round), fixed once
         bytes32 metaDigest; // digest of the MetaModel's CID and content hash
+        uint8 refreshes; // times the randomness block was moved after its hash expired
     }
 
     struct SignedRegistration {
@@ -122,11 +136,15 @@ contract CoopLedger {
         bytes32 vs;
     }
 
+    /// @dev modelDigest (what the verifier signed) and contentHash locate the submission's
+    /// record, checked against (round, submission): the contract keeps one slot per model.
     struct SignedVote {
         address verifier;
         uint32 submission;
         bool accept;
         uint16 scoreBps;
+        bytes32 modelDigest;
+        bytes32 contentHash;
         bytes32 r;
         bytes32 vs;
     }
@@ -158,7 +176,10 @@ contract CoopLedger {
     mapping(uint256 => address[]) internal participantList;
     mapping(uint256 => mapping(address => Participant)) internal participants;
     mapping(bytes32 => Round) internal rounds; // key: keccak256(taskId, round)
-    mapping(bytes32 => mapping(uint256 => bytes32)) internal digests; // model digest per submission
+    /// @dev one slot per submitted model, keyed by its content hash within the task:
+    /// keccak256(modelDigest, round, submission). It makes a content hash unique in a task
+    /// (a copy finds the slot taken) and lets a vote prove which model it is about.
+    mapping(uint256 => mapping(bytes32 => bytes32)) internal models;
     /// @dev four submissions per word, 64 bits each: contributor index (24), status (8),
     /// voted mask (16), yes mask (16); bit j of a mask = the j-th assigned verifier.
     mapping(bytes32 => mapping(uint256 => uint256)) internal laneWords;
@@ -191,6 +212,31 @@ contract CoopLedger {
         uint64 voteEnd
     );
     event RandomnessFixed(uint256 indexed taskId, uint32 indexed round, uint64 randBlock, bytes32 seed);
+    event RandomnessRefreshed(
+        uint256 indexed taskId, uint32 indexed round, uint64 expiredBlock, uint64 randBlock, uint64 voteEnd
+    );
+    event RandomnessLost(uint256 indexed taskId, uint32 indexed round, uint64 randBlock);
+    /// @notice A batch item left out without reverting the batch; `reason` is the selector of
+    /// the named error: AlreadySubmitted (the contributor has a submission in this round),
+    /// SignatureReplayed (this very message is recorded), DuplicateModel (this content hash
+    /// was already submitted in the task, by anyone, in any round).
+    event SubmissionSkipped(
+        uint256 indexed taskId,
+        uint32 indexed round,
+        address indexed contributor,
+        uint32 item,
+        bytes4 reason,
+        bytes32 contentHash
+    );
+    /// @notice A vote left out without reverting the batch (`reason`: AlreadyVoted's selector).
+    event VoteSkipped(
+        uint256 indexed taskId,
+        uint32 indexed round,
+        address indexed verifier,
+        uint32 item,
+        uint32 submission,
+        bytes4 reason
+    );
     event VoteCast(
         uint256 indexed taskId,
         uint32 indexed round,
@@ -259,10 +305,12 @@ contract CoopLedger {
         if (p.submitBlocks == 0) revert InvalidTaskParameter("submitBlocks");
         if (p.voteBlocks == 0) revert InvalidTaskParameter("voteBlocks");
         if (p.maxSubmissions == 0) revert InvalidTaskParameter("maxSubmissions");
+        if (p.idleBlocks == 0) revert InvalidTaskParameter("idleBlocks");
         taskId = ++taskCount;
         Task storage t = tasks[taskId];
         t.initiator = msg.sender;
         t.escrow = uint128(msg.value);
+        t.lastActive = uint64(block.number);
         t.params = p;
         emit TaskPublished(taskId, msg.sender, p, msg.value);
     }
@@ -275,14 +323,16 @@ contract CoopLedger {
     }
 
     /// @notice Close a task: no round in progress; the escrow goes back to the initiator's
-    /// balance and participants' deposits become releasable.
+    /// balance and participants' deposits become releasable. The initiator or an authority
+    /// may close at any time; anyone once `idleBlocks` passed since the task was published or
+    /// a round was last opened or settled (an abandoned task cannot lock deposits).
     function closeTask(uint256 taskId) external {
         Task storage t = _openTask(taskId);
-        _onlyInitiatorOrAuthority(taskId, t);
-        uint32 last = t.roundCount;
-        if (last != 0 && rounds[_roundKey(taskId, last)].state != ROUND_SETTLED) {
-            revert RoundInProgress(taskId, last);
+        if (msg.sender != t.initiator && !isAuthority[msg.sender]) {
+            uint64 expires = t.lastActive + t.params.idleBlocks;
+            if (block.number <= expires) revert TaskNotExpired(taskId, expires);
         }
+        _noRoundInProgress(taskId, t);
         t.closed = true;
         uint256 refund = t.escrow;
         t.escrow = 0;
@@ -291,21 +341,29 @@ contract CoopLedger {
     }
 
     // ------------------------------------------------------------------ participants
-    /// @notice Register msg.sender for a task with msg.value as its security deposit.
+    /// @notice Register msg.sender for a task with msg.value as its security deposit; only
+    /// while no round is in progress, and not in an invite-only task.
     function register(uint256 taskId) external payable {
-        _register(taskId, msg.sender, msg.value);
+        Task storage t = _openTask(taskId);
+        if (t.params.inviteOnly) revert RegistrationClosed(taskId);
+        _noRoundInProgress(taskId, t);
+        _register(taskId, t, msg.sender, msg.value);
     }
 
     /// @notice Register nodes from their signed consent (EIP-712 Registration); the sender pays
-    /// the deposits (msg.value must equal their sum), credited to each node's address.
+    /// the deposits (msg.value must equal their sum), credited to each node's address. Only
+    /// while no round is in progress; in an invite-only task only the initiator or an authority.
     function registerFor(uint256 taskId, SignedRegistration[] calldata regs) external payable {
         if (regs.length == 0) revert EmptyBatch();
+        Task storage t = _openTask(taskId);
+        if (t.params.inviteOnly) _onlyInitiatorOrAuthority(taskId, t);
+        _noRoundInProgress(taskId, t);
         uint256 total;
         for (uint256 i = 0; i < regs.length; i++) {
             SignedRegistration calldata g = regs[i];
             bytes32 structHash = keccak256(abi.encode(REGISTRATION_TYPEHASH, taskId, g.participant, g.deposit));
             _checkSig(structHash, g.r, g.vs, g.participant);
-            _register(taskId, g.participant, g.deposit);
+            _register(taskId, t, g.participant, g.deposit);
             total += g.deposit;
         }
         if (total != msg.value) revert DepositMismatch(msg.value, total);
@@ -339,14 +397,12 @@ contract CoopLedger {
     /// @notice Open the next round; reserves maxSubmissions * (reward + k * fee) of escrow.
     function openRound(uint256 taskId) external onlyAuthority returns (uint32 round) {
         Task storage t = _openTask(taskId);
-        uint32 last = t.roundCount;
-        if (last != 0 && rounds[_roundKey(taskId, last)].state != ROUND_SETTLED) {
-            revert RoundInProgress(taskId, last);
-        }
+        uint32 last = _noRoundInProgress(taskId, t);
         TaskParams storage p = t.params;
         uint256 reserve = uint256(p.maxSubmissions) * (uint256(p.reward) + uint256(p.k) * p.verifierFee);
         if (t.escrow < reserve) revert InsufficientEscrow(t.escrow, reserve);
         t.escrow -= uint128(reserve);
+        t.lastActive = uint64(block.number);
         round = last + 1;
         t.roundCount = round;
         Round storage rd = rounds[_roundKey(taskId, round)];
@@ -357,7 +413,12 @@ contract CoopLedger {
     }
 
     /// @notice Record signed submissions (one transaction for all contributors). With
-    /// closeWindow the submission window closes after them (an authority only).
+    /// closeWindow the submission window closes after them (an authority only). An item that
+    /// someone other than the relayer can make stale (its contributor already submitted in
+    /// this round, the same signed message was already recorded, or its content hash was
+    /// already submitted in this task: a copied model) is skipped with `SubmissionSkipped`,
+    /// naming the error; the rest of the batch is recorded. A malformed, unsigned or
+    /// outsider's item reverts the batch (the relayer checks those off chain).
     function submitBatch(uint256 taskId, uint32 round, SignedSubmission[] calldata subs, bool closeWindow)
         external
     {
@@ -383,13 +444,22 @@ contract CoopLedger {
                 s.contributor
             );
             bytes32 digest = keccak256(abi.encode(cidHash, s.contentHash));
+            bytes32 held = models[taskId][s.contentHash];
+            bytes4 skip;
             if (p.lastRound == round) {
-                if (digests[rk][p.lastSubmission] == digest) revert SignatureReplayed(taskId, round, s.contributor);
-                revert AlreadySubmitted(taskId, round, s.contributor);
+                skip = held == _mark(digest, round, p.lastSubmission)
+                    ? SignatureReplayed.selector
+                    : AlreadySubmitted.selector;
+            } else if (held != bytes32(0)) {
+                skip = DuplicateModel.selector;
             }
+            if (skip != bytes4(0)) {
+                emit SubmissionSkipped(taskId, round, s.contributor, uint32(i), skip, s.contentHash);
+                continue;
+            }
+            models[taskId][s.contentHash] = _mark(digest, round, n);
             p.lastRound = round;
             p.lastSubmission = uint32(n);
-            digests[rk][n] = digest;
             laneWords[rk][n >> 2] |= uint256(p.index) << ((n & 3) * 64);
             emit Submitted(taskId, round, uint32(n), s.contributor, s.cid, s.contentHash, digest);
             n++;
@@ -420,22 +490,30 @@ contract CoopLedger {
         return _seed(taskId, round, rd);
     }
 
-    /// @notice If nobody fixed the seed within 256 blocks of its block (its hash is gone),
-    /// move the randomness to the next block and restart the voting window (anyone).
+    /// @notice If nobody fixed the seed while its block's hash was available (more than 256
+    /// blocks passed), move the randomness to the next block and restart the voting window
+    /// (anyone), at most MAX_REFRESHES (1) times per round: whoever can let a seed expire
+    /// chooses among at most two verifier draws. When the second randomness expires too, the
+    /// round settles void (`RandomnessLost`: no decision, no payment, no penalty).
     function refreshRandomness(uint256 taskId, uint32 round) external {
         Task storage t = _task(taskId);
         Round storage rd = rounds[_roundKey(taskId, round)];
         if (rd.state != ROUND_VOTING) revert WrongRoundState(taskId, round, rd.state);
-        if (rd.seed != bytes32(0) || block.number <= rd.randBlock || blockhash(rd.randBlock) != bytes32(0)) {
+        if (rd.seed != bytes32(0) || block.number <= uint256(rd.randBlock) + HASH_HORIZON) {
             revert RandomnessAvailable(rd.randBlock);
         }
+        if (rd.refreshes >= MAX_REFRESHES) revert RefreshLimitReached(taskId, round, rd.refreshes);
+        rd.refreshes += 1;
+        uint64 expired = rd.randBlock;
         rd.randBlock = uint64(block.number + 1);
         rd.voteEnd = uint64(block.number + 1 + t.params.voteBlocks);
-        emit SubmissionsClosed(taskId, round, rd.nSubmissions, rd.nParticipants, rd.randBlock, rd.voteEnd);
+        emit RandomnessRefreshed(taskId, round, expired, rd.randBlock, rd.voteEnd);
     }
 
     /// @notice Record signed votes (one transaction for all verifiers). Each vote must come
-    /// from a verifier assigned to its submission, once, no later than the round's voteEnd.
+    /// from a verifier assigned to its submission, no later than the round's voteEnd. A second
+    /// ballot of a verifier on one submission (sent by itself, replayed, or twice in the
+    /// batch) is skipped with `VoteSkipped` (AlreadyVoted); the first ballot stands.
     function submitVotes(uint256 taskId, uint32 round, SignedVote[] calldata votes) external {
         Task storage t = _task(taskId);
         bytes32 rk = _roundKey(taskId, round);
@@ -460,7 +538,7 @@ contract CoopLedger {
                         taskId,
                         round,
                         v.submission,
-                        digests[rk][v.submission],
+                        v.modelDigest,
                         v.verifier,
                         v.accept,
                         v.scoreBps
@@ -470,12 +548,18 @@ contract CoopLedger {
                 v.vs,
                 v.verifier
             );
+            if (models[taskId][v.contentHash] != _mark(v.modelDigest, round, v.submission)) {
+                revert ModelMismatch(taskId, round, v.submission);
+            }
             uint256 shift = (uint256(v.submission) & 3) * 64;
             uint256 word = laneWords[rk][v.submission >> 2];
             uint256 lane = (word >> shift) & LANE;
             uint256 pos = _position(seed, v.submission, pool, k, lane & 0xFFFFFF, p.index, chosen);
             if (pos == k || p.index >= pool) revert NotAssigned(taskId, round, v.submission, v.verifier);
-            if ((lane >> (32 + pos)) & 1 == 1) revert AlreadyVoted(taskId, round, v.submission, v.verifier);
+            if ((lane >> (32 + pos)) & 1 == 1) {
+                emit VoteSkipped(taskId, round, v.verifier, uint32(i), v.submission, AlreadyVoted.selector);
+                continue;
+            }
             lane |= 1 << (32 + pos);
             if (v.accept) lane |= 1 << (48 + pos);
             laneWords[rk][v.submission >> 2] = (word & ~(LANE << shift)) | (lane << shift);
@@ -502,13 +586,23 @@ contract CoopLedger {
         uint256 paid;
         uint256 accepted;
         if (nSubs > 0) {
-            bytes32 seed = _seed(taskId, round, rd);
-            (paid, accepted) = _settleAll(taskId, round, rk, t, seed, rd.nParticipants, nSubs);
+            if (
+                rd.seed == bytes32(0) && rd.refreshes >= MAX_REFRESHES
+                    && block.number > uint256(rd.randBlock) + HASH_HORIZON
+            ) {
+                // no seed, ever: nobody was assigned, nobody voted; nothing is decided
+                emit RandomnessLost(taskId, round, rd.randBlock);
+                _settleVoid(taskId, round, rk, nSubs);
+            } else {
+                bytes32 seed = _seed(taskId, round, rd);
+                (paid, accepted) = _settleAll(taskId, round, rk, t, seed, rd.nParticipants, nSubs);
+            }
         }
         rd.accepted = uint32(accepted);
         uint256 returned = rd.reserved - paid;
         rd.reserved = 0;
         t.escrow += uint128(returned);
+        t.lastActive = uint64(block.number);
         emit RoundSettled(taskId, round, uint32(accepted), paid, returned);
     }
 
@@ -570,18 +664,18 @@ contract CoopLedger {
         }
     }
 
-    /// @notice One submission: its contributor, model digest, status (0 pending, 1 accepted,
-    /// 2 rejected, 3 no quorum), and vote masks (bit j = the j-th assigned verifier).
+    /// @notice One submission: its contributor, status (0 pending, 1 accepted, 2 rejected,
+    /// 3 no quorum), and vote masks (bit j = the j-th assigned verifier). Its CID, content hash
+    /// and model digest are in its `Submitted` event.
     function getSubmission(uint256 taskId, uint32 round, uint32 submission)
         external
         view
-        returns (address contributor, bytes32 modelDigest, uint8 status, uint16 votedMask, uint16 yesMask)
+        returns (address contributor, uint8 status, uint16 votedMask, uint16 yesMask)
     {
         bytes32 rk = _roundKey(taskId, round);
         if (submission >= rounds[rk].nSubmissions) revert UnknownSubmission(taskId, round, submission);
         uint256 lane = (laneWords[rk][submission >> 2] >> ((uint256(submission) & 3) * 64)) & LANE;
         contributor = participantList[taskId][lane & 0xFFFFFF];
-        modelDigest = digests[rk][submission];
         status = uint8(lane >> 24);
         votedMask = uint16(lane >> 32);
         yesMask = uint16(lane >> 48);
@@ -593,7 +687,6 @@ contract CoopLedger {
         view
         returns (
             address[] memory contributors,
-            bytes32[] memory modelDigests,
             uint8[] memory statuses,
             uint16[] memory votedMasks,
             uint16[] memory yesMasks
@@ -602,7 +695,6 @@ contract CoopLedger {
         bytes32 rk = _roundKey(taskId, round);
         uint256 n = rounds[rk].nSubmissions;
         contributors = new address[](n);
-        modelDigests = new bytes32[](n);
         statuses = new uint8[](n);
         votedMasks = new uint16[](n);
         yesMasks = new uint16[](n);
@@ -610,11 +702,15 @@ contract CoopLedger {
         for (uint256 s = 0; s < n; s++) {
             uint256 lane = (laneWords[rk][s >> 2] >> ((s & 3) * 64)) & LANE;
             contributors[s] = list[lane & 0xFFFFFF];
-            modelDigests[s] = digests[rk][s];
             statuses[s] = uint8(lane >> 24);
             votedMasks[s] = uint16(lane >> 32);
             yesMasks[s] = uint16(lane >> 48);
         }
+    }
+
+    /// @notice Whether a model with this content hash was already submitted in the task.
+    function modelSubmitted(uint256 taskId, bytes32 contentHash) external view returns (bool) {
+        return models[taskId][contentHash] != bytes32(0);
     }
 
     /// @notice The round's seed: stored once fixed, else computed from the block hash when
@@ -666,6 +762,17 @@ contract CoopLedger {
         }
     }
 
+    /// @dev The record of a submitted model: binds its digest to its round and id.
+    function _mark(bytes32 digest, uint32 round, uint256 submission) internal pure returns (bytes32 m) {
+        assembly ("memory-safe") {
+            let f := mload(0x40)
+            mstore(f, digest)
+            mstore(add(f, 0x20), round)
+            mstore(add(f, 0x40), submission)
+            m := keccak256(f, 0x60)
+        }
+    }
+
     function _task(uint256 taskId) internal view returns (Task storage t) {
         t = tasks[taskId];
         if (t.initiator == address(0)) revert UnknownTask(taskId);
@@ -682,8 +789,15 @@ contract CoopLedger {
         }
     }
 
-    function _register(uint256 taskId, address who, uint256 deposit) internal {
-        Task storage t = _openTask(taskId);
+    /// @dev Returns the task's last round; reverts while it is not settled.
+    function _noRoundInProgress(uint256 taskId, Task storage t) internal view returns (uint32 last) {
+        last = t.roundCount;
+        if (last != 0 && rounds[_roundKey(taskId, last)].state != ROUND_SETTLED) {
+            revert RoundInProgress(taskId, last);
+        }
+    }
+
+    function _register(uint256 taskId, Task storage t, address who, uint256 deposit) internal {
         if (deposit < t.params.minDeposit) revert InsufficientDeposit(deposit, t.params.minDeposit);
         Participant storage p = participants[taskId][who];
         if (p.registered) revert AlreadyRegistered(taskId, who);
@@ -824,6 +938,18 @@ contract CoopLedger {
             }
             laneWords[rk][s >> 2] = (word & ~(uint256(0xFF) << (shift + 24))) | (uint256(status) << (shift + 24));
             emit SubmissionSettled(taskId, round, uint32(s), contributor, status, uint16(ayes), uint16(cast));
+        }
+    }
+
+    function _settleVoid(uint256 taskId, uint32 round, bytes32 rk, uint256 nSubs) internal {
+        address[] storage list = participantList[taskId];
+        for (uint256 s = 0; s < nSubs; s++) {
+            uint256 shift = (s & 3) * 64;
+            uint256 word = laneWords[rk][s >> 2];
+            uint256 lane = (word >> shift) & LANE;
+            laneWords[rk][s >> 2] =
+                (word & ~(uint256(0xFF) << (shift + 24))) | (uint256(SUB_NO_QUORUM) << (shift + 24));
+            emit SubmissionSettled(taskId, round, uint32(s), list[lane & 0xFFFFFF], SUB_NO_QUORUM, 0, 0);
         }
     }
 

@@ -11,7 +11,13 @@ content-addressed storage, the audit rechecks:
 - every blob against its CID (the store checks the bytes) and its recorded content hash, and
   the recorded model digest;
 - every tally (majority of valid votes cast, with quorum) against the settled status, and the
-  payments against the task's rules.
+  payments against the task's rules;
+- what no single party should decide, named as a discrepancy when the chain shows it: a
+  refreshed randomness (every ``RandomnessRefreshed``: the first draw was public and someone let
+  it expire), a round whose randomness was lost (settled void), a submission window closed
+  twice, a model (content hash) submitted twice in the task, a participant registered while a
+  round was in progress. Items a batch skipped (copies, second submissions, second ballots) are
+  listed as notes: refused by the contract, they changed nothing.
 
 ``collect_history`` is the adapter that reads the chain; ``replay`` is pure and takes a
 ``fetch(cid) -> bytes`` function; ``run_audit`` prints a table per round and returns the
@@ -102,6 +108,11 @@ class RoundHistory:
     paid: dict[str, int] = field(default_factory=dict)
     meta: tuple[bytes, bytes, bytes] | None = None  # cid, content hash, digest
     is_settled: bool = False
+    closes: int = 1  # SubmissionsClosed events (more than one: closed twice)
+    refreshes: tuple[tuple[int, int, int], ...] = ()  # (expired block, new block, at block)
+    lost: bool = False  # RandomnessLost: settled void
+    skipped: tuple[str, ...] = ()  # what batches left out, described
+    late_registrations: tuple[str, ...] = ()  # registered while this round was in progress
 
 
 @dataclass(frozen=True)
@@ -143,6 +154,7 @@ class RoundAudit:
     seed: str
     rows: list[SubmissionCheck] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -183,10 +195,27 @@ def replay(task: TaskHistory, fetch: Fetch) -> list[RoundAudit]:  # noqa: C901
 
     domain = Eip712Domain(task.chain_id, task.contract)
     audits = []
+    models_seen: dict[bytes, tuple[int, int]] = {}  # content hash -> (round, submission)
     for rh in task.rounds:
         where = f"task {task.task_id} round {rh.round}"
         ra = RoundAudit(task.task_id, rh.round, "-")
         problems = ra.problems
+        ra.notes.extend(f"{where}: {s}" for s in rh.skipped)
+        if rh.closes > 1:
+            problems.append(f"{where}: the submission window was closed {rh.closes} times")
+        for expired, new, at in rh.refreshes:
+            problems.append(
+                f"{where}: randomness refreshed at block {at}: block {expired}'s hash expired "
+                f"unfixed (its verifier draw was public from block {expired + 1} on), verifiers "
+                f"re-drawn from block {new}")
+            if at <= expired + 256:
+                problems.append(f"{where}: the refresh at block {at} came before block "
+                                f"{expired}'s hash expired (block {expired + 256})")
+        if rh.lost:
+            problems.append(f"{where}: randomness lost (block {rh.rand_block} expired unfixed "
+                            "after a refresh): the round settled void, nothing decided")
+        for who in rh.late_registrations:
+            problems.append(f"{where}: {who} registered while the round was in progress")
         seed: bytes | None = None
         if rh.submissions:
             if rh.rand_block_hash is None:
@@ -207,6 +236,10 @@ def replay(task: TaskHistory, fetch: Fetch) -> list[RoundAudit]:  # noqa: C901
             row = SubmissionCheck(sid, sub.contributor, _short(sub.cid.hex(), 14))
             ra.rows.append(row)
             tag = f"{where} submission {sid}"
+            first = models_seen.setdefault(bytes(sub.content_hash), (rh.round, sid))
+            if first != (rh.round, sid):
+                problems.append(f"{tag}: a copy: its content hash was submitted as round "
+                                f"{first[0]} submission {first[1]}")
             # the recorded digest binds CID and content hash
             try:
                 if model_digest(sub.cid, sub.content_hash) != sub.model_digest:
@@ -342,6 +375,7 @@ def format_round(ra: RoundAudit) -> str:
                      f"{r.blob:<4} {r.signature:<4} {f'{r.yes}/{r.cast}':>8} {r.replayed:<9} "
                      f"{r.recorded:<9}")
     lines += [f"  ! {p}" for p in ra.problems]
+    lines += [f"  ~ {n}" for n in ra.notes]
     return "\n".join(lines)
 
 
@@ -364,6 +398,16 @@ def _calldata(ledger: Any, tx_hash: str, cache: dict[str, Any]) -> tuple[str, di
     if tx_hash not in cache:  # decode_input also checks the transaction called this contract
         cache[tx_hash] = ledger.decode_input(tx_hash)
     return cache[tx_hash]
+
+
+def _error_name(errors: dict[str, Any], selector: bytes) -> str:
+    from eth_utils import keccak
+
+    for name, spec in errors.items():
+        types = ",".join(i["type"] for i in spec["inputs"])
+        if bytes(keccak(f"{name}({types})".encode()))[:4] == bytes(selector)[:4]:
+            return name
+    return "0x" + bytes(selector).hex()
 
 
 def collect_history(ledger: Any, task_id: int | None = None) -> list[TaskHistory]:
@@ -390,6 +434,7 @@ def collect_history(ledger: Any, task_id: int | None = None) -> list[TaskHistory
                             key=lambda e: int(e.args["index"]))
         participants = [str(e.args["participant"]) for e in registered]
         events = ledger.events(None, task_id=tid)
+        errors = {e["name"]: e for e in ledger.artifact.abi if e["type"] == "error"}
         rounds_seen = sorted({int(e.args["round"]) for e in events if e.name == "RoundOpened"})
         rounds = []
         for rnd in rounds_seen:
@@ -399,8 +444,11 @@ def collect_history(ledger: Any, task_id: int | None = None) -> list[TaskHistory
                 return [e for e in evs if e.name == n]
 
             closes = named("SubmissionsClosed")
-            pool_n = int(closes[-1].args["participants"]) if closes else 0
-            rand_block = int(closes[-1].args["randBlock"]) if closes else 0
+            refreshed = named("RandomnessRefreshed")
+            pool_n = int(closes[0].args["participants"]) if closes else 0
+            rand_block = int(closes[0].args["randBlock"]) if closes else 0
+            if refreshed:  # the seed comes from the last randomness block
+                rand_block = int(refreshed[-1].args["randBlock"])
             rand_hash = None
             if closes and ledger.chain.block_number() >= rand_block:
                 rand_hash = ledger.chain.block_hash(rand_block)
@@ -409,13 +457,14 @@ def collect_history(ledger: Any, task_id: int | None = None) -> list[TaskHistory
             for e in named("Submitted"):
                 fn, args = _calldata(ledger, e.tx_hash, cache)
                 sig = None
-                if fn == "submitBatch":
-                    mine = [x for x in named("Submitted") if x.tx_hash == e.tx_hash]
-                    pos = [x.log_index for x in mine].index(e.log_index)
-                    item = _item(args["subs"][pos],
-                                 ("contributor", "contentHash", "cid", "r", "vs"))
-                    if str(item["contributor"]).lower() == str(e.args["contributor"]).lower():
-                        sig = _signature(item["r"], item["vs"])
+                if fn == "submitBatch":  # the item of this contributor and model (skipped
+                    for raw in args["subs"]:  # items shift positions: never match by index)
+                        item = _item(raw, ("contributor", "contentHash", "cid", "r", "vs"))
+                        if (str(item["contributor"]).lower() == str(e.args["contributor"]).lower()
+                                and bytes(item["contentHash"]) == bytes(e.args["contentHash"])
+                                and bytes(item["cid"]) == bytes(e.args["cid"])):
+                            sig = _signature(item["r"], item["vs"])
+                            break
                 subs.append(SubmissionRecord(
                     int(e.args["submission"]), str(e.args["contributor"]), bytes(e.args["cid"]),
                     bytes(e.args["contentHash"]), bytes(e.args["modelDigest"]), sig))
@@ -423,12 +472,14 @@ def collect_history(ledger: Any, task_id: int | None = None) -> list[TaskHistory
             for e in named("VoteCast"):
                 fn, args = _calldata(ledger, e.tx_hash, cache)
                 sig = None
-                if fn == "submitVotes":
-                    mine = [x for x in named("VoteCast") if x.tx_hash == e.tx_hash]
-                    item = _item(args["votes"][[x.log_index for x in mine].index(e.log_index)],
-                                 ("verifier", "submission", "accept", "scoreBps", "r", "vs"))
-                    if str(item["verifier"]).lower() == str(e.args["verifier"]).lower():
-                        sig = _signature(item["r"], item["vs"])
+                if fn == "submitVotes":  # the first item of this verifier on this submission
+                    for raw in args["votes"]:  # (a later duplicate ballot was skipped)
+                        item = _item(raw, ("verifier", "submission", "accept", "scoreBps",
+                                           "modelDigest", "contentHash", "r", "vs"))
+                        if (str(item["verifier"]).lower() == str(e.args["verifier"]).lower()
+                                and int(item["submission"]) == int(e.args["submission"])):
+                            sig = _signature(item["r"], item["vs"])
+                            break
                 votes.append(VoteRecord(int(e.args["submission"]), str(e.args["verifier"]),
                                         bool(e.args["accept"]), int(e.args["scoreBps"]), sig))
             paid: dict[str, int] = {}
@@ -436,6 +487,22 @@ def collect_history(ledger: Any, task_id: int | None = None) -> list[TaskHistory
                 a = str(e.args["account"])
                 paid[a] = paid.get(a, 0) + int(e.args["amount"])
             meta = named("MetaModelRecorded")
+            skipped = []
+            for e in named("SubmissionSkipped"):
+                skipped.append(f"batch {e.tx_hash[:12]}.. item {e.args['item']} by "
+                               f"{e.args['contributor']} skipped: "
+                               f"{_error_name(errors, e.args['reason'])} (content hash "
+                               f"0x{_short(bytes(e.args['contentHash']), 12)})")
+            for e in named("VoteSkipped"):
+                skipped.append(f"vote batch {e.tx_hash[:12]}.. item {e.args['item']} by "
+                               f"{e.args['verifier']} on submission {e.args['submission']} "
+                               f"skipped: {_error_name(errors, e.args['reason'])}")
+            opened = [(e.block_number, e.log_index) for e in named("RoundOpened")]
+            ended = [(e.block_number, e.log_index) for e in named("RoundSettled")]
+            late = tuple(
+                str(e.args["participant"]) for e in registered
+                if opened and opened[0] < (e.block_number, e.log_index)
+                and (not ended or (e.block_number, e.log_index) < ended[0]))
             rounds.append(RoundHistory(
                 tid, rnd, tuple(participants[:pool_n]), rand_block, rand_hash,
                 bytes(fixed[-1].args["seed"]) if fixed else None, tuple(subs), tuple(votes),
@@ -446,6 +513,12 @@ def collect_history(ledger: Any, task_id: int | None = None) -> list[TaskHistory
                 (bytes(meta[0].args["cid"]), bytes(meta[0].args["contentHash"]),
                  bytes(meta[0].args["digest"])) if meta else None,
                 bool(named("RoundSettled")),
+                len(closes),
+                tuple((int(e.args["expiredBlock"]), int(e.args["randBlock"]), e.block_number)
+                      for e in refreshed),
+                bool(named("RandomnessLost")),
+                tuple(skipped),
+                late,
             ))
         out.append(TaskHistory(
             tid, int(ledger.chain.chain_id), str(ledger.address), p.k, p.quorum,
@@ -490,7 +563,9 @@ def run_audit(chain: str, contract: str, store: str | None, task_id: int | None 
         print(f"audit failed: {exc}", file=stream)
         return 2
     bad = sum(len(a.problems) for a in audits)
-    print(f"{len(audits)} rounds replayed, {bad} discrepancies", file=stream)
+    notes = sum(len(a.notes) for a in audits)
+    print(f"{len(audits)} rounds replayed, {bad} discrepancies"
+          + (f", {notes} notes (batch items the contract refused)" if notes else ""), file=stream)
     return 1 if bad else 0
 
 

@@ -32,34 +32,48 @@ def _keccak(b: bytes) -> bytes:
     return bytes(keccak(b))
 
 
-@pytest.fixture
-def history(tmp_path: Path) -> dict[str, Any]:
-    """Two real rounds on the embedded EVM: 5 nodes, 3 submissions, k=3 votes each."""
+def _blob_submission(store: Any, ledger: CoopLedger, task: int, rnd: int, key: bytes,
+                     seed: int) -> Any:
+    torch.manual_seed(seed)
+    blob = state_dict_to_blob(build_model("table4"), {"model": "table4"})
+    cid = store.put(blob).to_bytes()
+    return sign_submission(key, ledger.domain, task, rnd, cid, _keccak(blob))
+
+
+def _setup(tmp_path: Path) -> tuple[CoopLedger, Any, int, list[bytes], dict[str, bytes]]:
     ledger = CoopLedger.deploy(connect())
     store = open_store(tmp_path / "store")
-    params = TaskParams(spec_hash=bytes(32), k=3, quorum=2, max_submissions=5)
+    params = TaskParams(spec_hash=bytes(32), k=3, quorum=2, max_submissions=5, vote_blocks=20)
     task = ledger.publish_task(params, params.escrow_per_round() * 2)
     keys = [secrets.token_bytes(32) for _ in range(5)]
     ledger.register_for(task, [sign_registration(k, ledger.domain, task, params.min_deposit)
                                for k in keys])
     addr = {sign_registration(k, ledger.domain, task, 0).participant.lower(): k for k in keys}
+    return ledger, store, task, keys, addr
+
+
+def _vote_settle_record(ledger: CoopLedger, store: Any, task: int, rnd: int, subs: list[Any],
+                        addr: dict[str, bytes]) -> None:
+    plan = ledger.assignments(task, rnd)
+    votes = [sign_vote(addr[v.lower()], ledger.domain, task, rnd, sid,
+                       subs[sid].model_digest, sid != 1, 9000 if sid != 1 else 1000)
+             for sid, verifiers in plan.verifiers.items() for v in verifiers]
+    ledger.submit_votes(task, rnd, votes)
+    ledger.settle(task, rnd)
+    meta = pack_arrays({"w": torch.ones(3).numpy()}, {"round": str(rnd)})
+    ledger.record_metamodel(task, rnd, store.put(meta).to_bytes(), _keccak(meta))
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> dict[str, Any]:
+    """Two real rounds on the embedded EVM: 5 nodes, 3 submissions, k=3 votes each."""
+    ledger, store, task, keys, addr = _setup(tmp_path)
     for rnd_no in (1, 2):
         rnd = ledger.open_round(task).round
-        subs = []
-        for i, key in enumerate(keys[:3]):
-            torch.manual_seed(10 * rnd_no + i)
-            blob = state_dict_to_blob(build_model("table4"), {"model": "table4"})
-            cid = store.put(blob).to_bytes()
-            subs.append(sign_submission(key, ledger.domain, task, rnd, cid, _keccak(blob)))
+        subs = [_blob_submission(store, ledger, task, rnd, key, 10 * rnd_no + i)
+                for i, key in enumerate(keys[:3])]
         ledger.submit_batch(task, rnd, subs, close=True)
-        plan = ledger.assignments(task, rnd)
-        votes = [sign_vote(addr[v.lower()], ledger.domain, task, rnd, sid,
-                           subs[sid].model_digest, sid != 1, 9000 if sid != 1 else 1000)
-                 for sid, verifiers in plan.verifiers.items() for v in verifiers]
-        ledger.submit_votes(task, rnd, votes)
-        ledger.settle(task, rnd)
-        meta = pack_arrays({"w": torch.ones(3).numpy()}, {"round": str(rnd)})
-        ledger.record_metamodel(task, rnd, store.put(meta).to_bytes(), _keccak(meta))
+        _vote_settle_record(ledger, store, task, rnd, subs, addr)
     return {"ledger": ledger, "store": store, "task": task, "subs": subs}
 
 
@@ -106,3 +120,52 @@ def test_vote_relayed_for_the_wrong_verifier_is_named(history: dict[str, Any]) -
     assert "chain says" in text  # the tally no longer matches the settled decision
     assert audits[1].ok
     assert "DISCREPANCIES" in format_round(audits[0])
+
+
+def test_refreshed_randomness_is_named_and_the_refreshed_seed_replays(tmp_path: Path) -> None:
+    """Attack 4's trace. Before: the audit read only the last ``SubmissionsClosed`` and reported
+    a re-rolled round clean. Now every ``RandomnessRefreshed`` is a named discrepancy, and the
+    assignment still replays from the new randomness block (nothing else is flagged)."""
+    ledger, store, task, keys, addr = _setup(tmp_path)
+    rnd = ledger.open_round(task).round
+    subs = [_blob_submission(store, ledger, task, rnd, k, i) for i, k in enumerate(keys[:3])]
+    ledger.submit_batch(task, rnd, subs, close=True)
+    first = ledger.round(task, rnd).rand_block
+    ledger.chain.mine(first + 257 - ledger.chain.block_number())
+    ledger.refresh_randomness(task, rnd)
+    _vote_settle_record(ledger, store, task, rnd, subs, addr)
+    (ra,) = audit_ledger(ledger, store, stream=None)
+    assert len(ra.problems) == 1, ra.problems
+    assert f"randomness refreshed at block {first + 258}: block {first}'s hash expired" in (
+        ra.problems[0])
+    assert [(r.replayed, r.recorded) for r in ra.rows] == [
+        ("ACCEPTED", "ACCEPTED"), ("REJECTED", "REJECTED"), ("ACCEPTED", "ACCEPTED")]
+
+
+def test_void_round_and_refused_copy_are_named(tmp_path: Path) -> None:
+    """A round whose randomness was lost twice is named (settled void); a copy the contract
+    refused is a note (it changed nothing), and a copy recorded by an older contract, built
+    into the history by hand, is a named discrepancy."""
+    ledger, store, task, keys, addr = _setup(tmp_path)
+    rnd = ledger.open_round(task).round
+    subs = [_blob_submission(store, ledger, task, rnd, k, i) for i, k in enumerate(keys[:2])]
+    copy = sign_submission(keys[2], ledger.domain, task, rnd, subs[0].cid, subs[0].content_hash)
+    ledger.submit_batch(task, rnd, [*subs, copy], close=True)
+    for _ in range(2):
+        ledger.chain.mine(ledger.round(task, rnd).rand_block + 257 - ledger.chain.block_number())
+        if ledger.round(task, rnd).refreshes == 0:
+            ledger.refresh_randomness(task, rnd)
+    ledger.settle(task, rnd)
+    out = io.StringIO()
+    (ra,) = audit_ledger(ledger, store, stream=out)
+    assert any("randomness lost" in p and "settled void" in p for p in ra.problems), ra.problems
+    assert len(ra.notes) == 1 and "skipped: DuplicateModel" in ra.notes[0], ra.notes
+    assert "~ task 1 round 1: batch" in out.getvalue()
+    (th,) = collect_history(ledger)
+    rh = th.rounds[0]
+    dup = dataclasses.replace(rh.submissions[1], submission=2, content_hash=subs[0].content_hash)
+    bad = dataclasses.replace(th, rounds=(dataclasses.replace(
+        rh, submissions=(*rh.submissions, dup), late_registrations=("0xabc",)),))
+    text = "\n".join(replay(bad, store.get)[0].problems)
+    assert "submission 2: a copy: its content hash was submitted as round 1 submission 0" in text
+    assert "0xabc registered while the round was in progress" in text

@@ -211,13 +211,18 @@ def test_forged_submission_signature_is_rejected(sc: Scenario) -> None:
 
 
 def test_replayed_submission_signature_is_rejected(sc: Scenario) -> None:
+    """A replayed or second submission is left out (a named skip), never recorded twice."""
     rnd = sc.ledger.open_round(sc.task_id).round
     subs = sc.submissions(rnd, [0, 1])
     sc.ledger.submit_batch(sc.task_id, rnd, subs, close=False)
-    with _reverts("SignatureReplayed"):
-        sc.ledger.submit_batch(sc.task_id, rnd, [subs[0]], close=False)
-    with _reverts("AlreadySubmitted"):  # a second, different model in the same round
-        sc.ledger.submit_batch(sc.task_id, rnd, sc.submissions(rnd, [1]), close=False)
+    out = sc.ledger.submit_batch(sc.task_id, rnd, [subs[0]], close=False)
+    assert [(s.reason, s.held) for s in out.skipped] == [("SignatureReplayed", (rnd, 0))]
+    assert out.by_id == {0: subs[0]}  # the model on chain is the relayed one
+    second = sc.submissions(rnd, [1])  # a second, different model in the same round
+    out = sc.ledger.submit_batch(sc.task_id, rnd, second, close=False)
+    assert [(s.reason, s.held) for s in out.skipped] == [("AlreadySubmitted", (rnd, 1))]
+    assert out.by_id == {} and not out.named("Submitted")
+    assert sc.ledger.round(sc.task_id, rnd).n_submissions == 2
     sc.ledger.submit_batch(sc.task_id, rnd, sc.submissions(rnd, [2, 3]), close=True)
     plan = sc.ledger.assignments(sc.task_id, rnd)
     votes = [
@@ -241,16 +246,21 @@ def _closed_round(sc: Scenario, who: list[int]) -> tuple[int, list, dict[int, li
 
 
 def test_double_vote_is_rejected(sc: Scenario) -> None:
+    """A second ballot is skipped (AlreadyVoted, named), the first one stands."""
     rnd, subs, ver = _closed_round(sc, [0, 1])
     v = ver[0][0]
     sc.ledger.submit_votes(sc.task_id, rnd, [sc.vote(rnd, 0, subs[0].model_digest, v, True)])
-    with _reverts("AlreadyVoted"):  # the same vote replayed
-        sc.ledger.submit_votes(sc.task_id, rnd, [sc.vote(rnd, 0, subs[0].model_digest, v, True)])
-    with _reverts("AlreadyVoted"):  # a changed mind
-        sc.ledger.submit_votes(sc.task_id, rnd, [sc.vote(rnd, 0, subs[0].model_digest, v, False)])
+    for accept in (True, False):  # the same vote replayed; a changed mind
+        out = sc.ledger.submit_votes(
+            sc.task_id, rnd, [sc.vote(rnd, 0, subs[0].model_digest, v, accept)]
+        )
+        assert [(s.reason, s.who, s.submission) for s in out.skipped] == [("AlreadyVoted", v, 0)]
+        assert out.recorded == [] and not out.named("VoteCast")
     second = sc.vote(rnd, 0, subs[0].model_digest, ver[0][1], True)
-    with _reverts("AlreadyVoted"):  # twice in one batch
-        sc.ledger.submit_votes(sc.task_id, rnd, [second, second])
+    out = sc.ledger.submit_votes(sc.task_id, rnd, [second, second])  # twice in one batch
+    assert out.recorded == [second] and [s.item for s in out.skipped] == [1]
+    info = sc.ledger.submission(sc.task_id, rnd, 0)
+    assert (info.voted_mask, info.yes_mask) == (0b011, 0b011)
 
 
 def test_vote_by_unassigned_verifier_is_rejected(sc: Scenario) -> None:
@@ -266,7 +276,7 @@ def test_vote_by_unassigned_verifier_is_rejected(sc: Scenario) -> None:
         )
     # a vote signed for another model's digest does not verify
     wrong = sc.vote(rnd, 0, subs[1].model_digest, ver[0][0], True)
-    with _reverts("InvalidSignature"):
+    with _reverts("ModelMismatch"):
         sc.ledger.submit_votes(sc.task_id, rnd, [wrong])
     # a vote relayed under another verifier's name does not verify either
     v = sign_vote(
@@ -317,7 +327,7 @@ def test_randomness_comes_from_a_later_block(sc: Scenario) -> None:
 
 
 def test_registration_rules(chain: Chain) -> None:
-    sc = new_scenario(chain, n=4)
+    sc = new_scenario(chain, n=4, invite_only=False)
     led, t, dep = sc.ledger, sc.task_id, sc.params.min_deposit
     key = Account.create().key
     reg = sign_registration(key, led.domain, t, dep)

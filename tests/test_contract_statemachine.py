@@ -29,7 +29,7 @@ CHAIN = connect()
 LEDGER = CoopLedger.deploy(CHAIN)
 TESTER = CHAIN.w3.provider.ethereum_tester  # type: ignore[attr-defined]
 SNAPSHOT = TESTER.take_snapshot()
-LATE = 2  # nodes that may register in the middle of a round
+LATE = 2  # nodes that may register later (between rounds; refused while a round is on)
 KEYS = ["0x" + f"{0xA000 + i:064x}" for i in range(N + LATE)]
 ADDRS = [Account.from_key(k).address for k in KEYS]
 KEY_OF = {a: k for a, k in zip(ADDRS, KEYS, strict=True)}
@@ -98,11 +98,9 @@ class LedgerMachine(RuleBasedStateMachine):
     def resubmit_is_replay(self) -> None:
         if not self.subs:
             return
-        try:
-            self.led.submit_batch(self.task, self.round, [self.subs[0]], close=False)
-            raise AssertionError("a replayed submission was accepted")
-        except ContractRevertError as exc:
-            assert exc.name == "SignatureReplayed"
+        out = self.led.submit_batch(self.task, self.round, [self.subs[0]], close=False)
+        assert [s.reason for s in out.skipped] == ["SignatureReplayed"], out.skipped
+        assert not out.named("Submitted")
 
     def _closed(self) -> None:
         self.state = 2
@@ -151,12 +149,18 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(i=st.integers(N, N + LATE - 1))
     def register_late(self, i: int) -> None:
-        """A node joining mid-round is not in the pool of a window that already closed."""
+        """A node joins between rounds; while a round is in progress it is refused."""
         if i in self.late_registered:
             return
-        self.led.register_for(
-            self.task, [sign_registration(KEYS[i], self.led.domain, self.task, 500)]
-        )
+        reg = [sign_registration(KEYS[i], self.led.domain, self.task, 500)]
+        if self.state:
+            try:
+                self.led.register_for(self.task, reg)
+                raise AssertionError("a registration in the middle of a round was accepted")
+            except ContractRevertError as exc:
+                assert exc.name == "RoundInProgress", exc
+            return
+        self.led.register_for(self.task, reg)
         self.late_registered.add(i)
         self.deposit[ADDRS[i]] = 500
 

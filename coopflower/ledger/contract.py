@@ -46,6 +46,8 @@ class TaskParams:
     min_deposit: int = 10**15
     penalty_wrong_vote: int = 10**14
     penalty_no_vote: int = 10**14
+    idle_blocks: int = 100_000
+    invite_only: bool = True
 
     def escrow_per_round(self) -> int:
         """Returns: what ``openRound`` reserves: max_submissions * (reward + k * fee)."""
@@ -66,6 +68,8 @@ class TaskParams:
             self.min_deposit,
             self.penalty_wrong_vote,
             self.penalty_no_vote,
+            self.idle_blocks,
+            self.invite_only,
         )
 
 
@@ -79,6 +83,7 @@ class TaskInfo:
     closed: bool
     escrow: int
     params: TaskParams
+    last_active: int = 0  # block of the last publish / openRound / settle
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,7 @@ class RoundInfo:
     reserved: int
     seed: bytes
     meta_digest: bytes
+    refreshes: int = 0
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,44 @@ class TxResult:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """A batch item the contract left out without reverting the batch.
+
+    ``item`` is its position in the batch sent, ``who`` its author, ``reason`` the contract's
+    error name (``AlreadySubmitted``, ``SignatureReplayed``, ``DuplicateModel``,
+    ``AlreadyVoted``); for a submission, ``held`` is (round, submission id) of the model the
+    contract already holds in its place, for a vote ``submission`` the one it voted on."""
+
+    item: int
+    who: str
+    reason: str
+    held: tuple[int, int] | None = None
+    submission: int | None = None
+
+
+@dataclass(frozen=True)
+class SubmitResult(TxResult):
+    """A mined ``submitBatch``: the ids the contract gave, by the contributor and model of
+    each ``Submitted`` event (never by position), and the items it skipped.
+
+    ``by_id`` maps submission id to the relayed signed submission; it also holds an item the
+    contract skipped as already recorded when the model on chain is the relayed one (the node
+    sent the same signed message itself). ``skipped`` names every skipped item."""
+
+    by_id: dict[int, SignedSubmission] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class VoteResult(TxResult):
+    """A mined ``submitVotes``: the relayed votes the contract recorded (matched by verifier
+    and submission of each ``VoteCast``) and the ones it skipped (``AlreadyVoted``)."""
+
+    recorded: list[SignedVote] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Assignment:
     """The round's verifier assignment: seed and, per submission id, its verifiers."""
 
@@ -211,6 +255,9 @@ class RoundRecord:
     penalties: list[Event]
     round_settled: list[Event]
     metamodel: list[Event] = field(default_factory=list)
+    refreshed: list[Event] = field(default_factory=list)
+    lost: list[Event] = field(default_factory=list)
+    skipped: list[Event] = field(default_factory=list)
 
 
 class CoopLedger:
@@ -279,7 +326,8 @@ class CoopLedger:
         return self._send("fundTask", [task_id], value=amount)
 
     def close_task(self, task_id: int) -> TxResult:
-        """Close a task; its escrow returns to the initiator's balance."""
+        """Close a task; its escrow returns to the initiator's balance (initiator or authority
+        at any time, anyone once ``idle_blocks`` passed since the last round event)."""
         return self._send("closeTask", [task_id])
 
     def register(self, task_id: int, deposit: int) -> TxResult:
@@ -311,17 +359,52 @@ class CoopLedger:
 
     def submit_batch(
         self, task_id: int, round: int, subs: Sequence[SignedSubmission], close: bool = True
-    ) -> TxResult:
+    ) -> SubmitResult:
         """Record all signed submissions in one transaction; with ``close`` the submission
-        window closes in the same transaction (authority only). Submission ids are in the
-        ``Submitted`` events, in order."""
+        window closes in the same transaction (authority only).
+
+        Returns: a :class:`SubmitResult`: ``by_id`` (submission id -> signed submission, taken
+        from the ``Submitted`` events and matched by contributor and model digest) and
+        ``skipped`` (items already submitted, replayed or copies, which did not revert the
+        batch)."""
         items = []
         for s in subs:
             r, vs = compact_signature(s.signature)
             items.append(
                 (to_checksum_address(s.contributor), bytes(s.content_hash), bytes(s.cid), r, vs)
             )
-        return self._send("submitBatch", [task_id, round, items, close])
+        tx = self._send("submitBatch", [task_id, round, items, close])
+        return self._submit_result(tx, task_id, round, subs)
+
+    def _submit_result(
+        self, tx: TxResult, task_id: int, round: int, subs: Sequence[SignedSubmission]
+    ) -> SubmitResult:
+        pending: dict[tuple[str, bytes], SignedSubmission] = {
+            (s.contributor.lower(), bytes(s.model_digest)): s for s in subs
+        }
+        by_id: dict[int, SignedSubmission] = {}
+        for e in tx.named("Submitted"):
+            key = (str(e.args["contributor"]).lower(), bytes(e.args["modelDigest"]))
+            sub = pending.get(key)
+            if sub is not None:
+                by_id[int(e.args["submission"])] = sub
+        skipped = []
+        for e in tx.named("SubmissionSkipped"):
+            item, who = int(e.args["item"]), str(e.args["contributor"])
+            reason = self._error_name(e.args["reason"])
+            held = self.first_submission(task_id, bytes(e.args["contentHash"]))
+            if reason != "DuplicateModel":  # the contributor's own submission of this round
+                held = (round, self.participant(task_id, who).last_submission)
+            skipped.append(Skipped(item, who, reason, held))
+            sub = subs[item] if item < len(subs) else None
+            if sub is not None and held is not None and held[0] == round:
+                # already on chain: the same model by the same node (it sent its own message)
+                # is the relayed submission, under the id the contract gave it then
+                on_chain = self._round_models(task_id, round).get(held[1])
+                if on_chain and on_chain[0].lower() == sub.contributor.lower() and on_chain[
+                        1] == bytes(sub.model_digest):
+                    by_id.setdefault(held[1], sub)
+        return SubmitResult(tx.tx_hash, tx.block_number, tx.gas_used, tx.events, by_id, skipped)
 
     def close_submissions(self, task_id: int, round: int) -> TxResult:
         """Close the submission window."""
@@ -353,6 +436,11 @@ class CoopLedger:
         """Store the seed on chain now (optional: votes and settlement do it too)."""
         return self._send("fixRandomness", [task_id, round])
 
+    def refresh_randomness(self, task_id: int, round: int) -> TxResult:
+        """Move an expired, never fixed randomness block to the next block (anyone; once per
+        round, only when more than 256 blocks passed since the randomness block)."""
+        return self._send("refreshRandomness", [task_id, round])
+
     def assignments(self, task_id: int, round: int, timeout: float = 120.0) -> Assignment:
         """The verifiers of every submission of a closed round, computed off chain from the
         seed (waiting for the randomness block first), identical to the contract's check."""
@@ -365,15 +453,30 @@ class CoopLedger:
         }
         return Assignment(task_id, round, seed, info.rand_block, verifiers)
 
-    def submit_votes(self, task_id: int, round: int, votes: Sequence[SignedVote]) -> TxResult:
-        """Record all signed votes in one transaction."""
+    def submit_votes(self, task_id: int, round: int, votes: Sequence[SignedVote]) -> VoteResult:
+        """Record all signed votes in one transaction.
+
+        Returns: a :class:`VoteResult`: the relayed votes recorded (by the verifier and
+        submission of each ``VoteCast``) and the ones skipped as second ballots."""
+        models = self._round_models(task_id, round) if votes else {}
         items = []
         for v in votes:
             r, vs = compact_signature(v.signature)
-            items.append(
-                (to_checksum_address(v.verifier), v.submission, v.accept, v.score_bps, r, vs)
-            )
-        return self._send("submitVotes", [task_id, round, items])
+            chash = models[v.submission][2] if v.submission in models else bytes(32)
+            items.append((to_checksum_address(v.verifier), v.submission, v.accept, v.score_bps,
+                          bytes(v.model_digest), chash, r, vs))
+        tx = self._send("submitVotes", [task_id, round, items])
+        skipped = [
+            Skipped(int(e.args["item"]), str(e.args["verifier"]),
+                    self._error_name(e.args["reason"]), submission=int(e.args["submission"]))
+            for e in tx.named("VoteSkipped")
+        ]
+        left_out = {s.item for s in skipped}
+        cast = {(str(e.args["verifier"]).lower(), int(e.args["submission"]))
+                for e in tx.named("VoteCast")}
+        recorded = [v for i, v in enumerate(votes)
+                    if i not in left_out and (v.verifier.lower(), v.submission) in cast]
+        return VoteResult(tx.tx_hash, tx.block_number, tx.gas_used, tx.events, recorded, skipped)
 
     def settle(self, task_id: int, round: int) -> Settlement:
         """Settle a round (after its vote deadline, or once every assigned verifier voted)."""
@@ -420,7 +523,7 @@ class CoopLedger:
 
     def task(self, task_id: int) -> TaskInfo:
         """Returns: the task. Raises ContractRevertError(UnknownTask)."""
-        initiator, rc, closed, escrow, p = self._view("getTask", task_id)
+        initiator, rc, closed, escrow, last_active, p = self._view("getTask", task_id)
         return TaskInfo(
             task_id,
             str(initiator),
@@ -428,6 +531,7 @@ class CoopLedger:
             bool(closed),
             int(escrow),
             TaskParams(bytes(p[0]), *p[1:]),
+            int(last_active),
         )
 
     def task_params(self, task_id: int) -> TaskParams:
@@ -453,6 +557,7 @@ class CoopLedger:
             reserved=int(r[7]),
             seed=bytes(r[8]),
             meta_digest=bytes(r[9]),
+            refreshes=int(r[10]),
         )
 
     def participants(self, task_id: int) -> list[str]:
@@ -467,9 +572,45 @@ class CoopLedger:
         )
 
     def submission(self, task_id: int, round: int, submission: int) -> SubmissionInfo:
-        """Returns: one submission's state."""
-        c, d, st, vm, ym = self._view("getSubmission", task_id, round, submission)
-        return SubmissionInfo(submission, str(c), bytes(d), Status(st), int(vm), int(ym))
+        """Returns: one submission's state (its model digest from its ``Submitted`` event)."""
+        c, st, vm, ym = self._view("getSubmission", task_id, round, submission)
+        return SubmissionInfo(submission, str(c), self._digest(task_id, round, submission),
+                              Status(st), int(vm), int(ym))
+
+    def model_submitted(self, task_id: int, content_hash: bytes) -> bool:
+        """Returns: whether a model with this content hash was already submitted in the task
+        (the contract skips a second one as ``DuplicateModel``)."""
+        return bool(self._view("modelSubmitted", task_id, bytes(content_hash)))
+
+    def first_submission(self, task_id: int, content_hash: bytes) -> tuple[int, int] | None:
+        """Returns: (round, submission id) of the task's submission of this content hash, from
+        the ``Submitted`` events, or None."""
+        for e in self.events("Submitted", task_id=task_id):
+            if bytes(e.args["contentHash"]) == bytes(content_hash):
+                return int(e.args["round"]), int(e.args["submission"])
+        return None
+
+    def round_models(self, task_id: int, round: int) -> dict[int, tuple[str, bytes, bytes, bytes]]:
+        """Returns: per submission id of a round, (contributor, model digest, content hash,
+        CID), from its ``Submitted`` events (one ``eth_getLogs``)."""
+        return self._round_models(task_id, round)
+
+    def _round_models(self, task_id: int, round: int) -> dict[int, tuple[str, bytes, bytes, bytes]]:
+        topic = next(t for t, n in self._events.items() if n == "Submitted")
+        logs = self.chain.w3.eth.get_logs({
+            "address": self.address, "fromBlock": 0, "toBlock": "latest",
+            "topics": [topic, "0x" + task_id.to_bytes(32, "big").hex(),
+                       "0x" + round.to_bytes(32, "big").hex()],
+        })
+        return {
+            int(e.args["submission"]): (str(e.args["contributor"]), bytes(e.args["modelDigest"]),
+                                        bytes(e.args["contentHash"]), bytes(e.args["cid"]))
+            for e in self._decode_logs(logs)
+        }
+
+    def _digest(self, task_id: int, round: int, submission: int) -> bytes:
+        models = self._round_models(task_id, round)
+        return models[submission][1] if submission in models else bytes(32)
 
     def accounts(self, task_id: int, addresses: Sequence[str]) -> dict[str, AccountState]:
         """Returns: per address, its withdrawable balance and its deposit in ``task_id``
@@ -480,9 +621,11 @@ class CoopLedger:
 
     def submissions(self, task_id: int, round: int) -> list[SubmissionInfo]:
         """Returns: every submission of a round (one call)."""
-        c, d, st, vm, ym = self._view("getSubmissions", task_id, round)
+        c, st, vm, ym = self._view("getSubmissions", task_id, round)
+        models = self._round_models(task_id, round) if len(c) else {}
         return [
-            SubmissionInfo(i, str(c[i]), bytes(d[i]), Status(st[i]), int(vm[i]), int(ym[i]))
+            SubmissionInfo(i, str(c[i]), models[i][1] if i in models else bytes(32),
+                           Status(st[i]), int(vm[i]), int(ym[i]))
             for i in range(len(c))
         ]
 
@@ -552,9 +695,17 @@ class CoopLedger:
             pick("Penalized"),
             pick("RoundSettled"),
             pick("MetaModelRecorded"),
+            pick("RandomnessRefreshed"),
+            pick("RandomnessLost"),
+            pick("SubmissionSkipped") + pick("VoteSkipped"),
         )
 
     # ------------------------------------------------------------ internals
+    def _error_name(self, selector: bytes) -> str:
+        """Returns: the name of the contract's error with this 4-byte selector."""
+        spec = self._errors.get(bytes(selector)[:4])
+        return spec[0] if spec else "0x" + bytes(selector).hex()
+
     def decode_revert(self, data: bytes) -> ContractRevertError | None:
         """Returns: the named error for revert ``data``, or None when it is not ours."""
         spec = self._errors.get(bytes(data[:4]))
