@@ -59,7 +59,9 @@ class ChainTail:
 
 def _relay_and_settle(s: CoordinatedStrategy, st: RoundState, timeout: float) -> list[int]:
     """Relay the votes (one tx) and settle (one tx; after the voting deadline when votes are
-    missing); returns the submissions the contract accepted."""
+    missing); returns the submissions the contract accepted among those this strategy relayed.
+    A submission it did not relay (sent to the contract by someone else) is named in the
+    report's failures and left out of the aggregation."""
     ledger, task_id, report = s.ledger, int(s.task_id or 0), st.report
     with s.phases.phase(st.rnd, "vote") as rec:
         if st.votes:
@@ -74,15 +76,21 @@ def _relay_and_settle(s: CoordinatedStrategy, st: RoundState, timeout: float) ->
             ledger.chain.wait_for_block(end + 1, timeout=max(timeout, 60.0))
         settlement = ledger.settle(task_id, report.chain_round)
         report.gas += settlement.tx.gas_used
+        unknown: list[int] = []
         for sub in settlement.submissions:
-            signed = st.by_id[sub.submission]
+            signed = st.by_id.get(sub.submission)
+            if signed is None:  # named, and kept out of the report's (relayed) submissions
+                unknown.append(sub.submission)
+                st.fail("settle", -1, f"submission {sub.submission} by {sub.contributor} "
+                        f"({sub.status.name}) was not relayed by this strategy: left out")
+                continue
             report.submissions[sub.submission] = (
                 sub.contributor, signed.cid, sub.status.name, sub.yes, sub.cast)
         report.accepted = settlement.accepted
         rec.detail += (f"{settlement.accepted} accepted of {len(settlement.submissions)}; "
                        f"paid {settlement.total_paid} wei")
     return sorted(sub.submission for sub in settlement.submissions
-                  if sub.status.name == "ACCEPTED")
+                  if sub.status.name == "ACCEPTED" and sub.submission not in unknown)
 
 
 def finish_on_chain(s: CoordinatedStrategy, st: RoundState, timeout: float,

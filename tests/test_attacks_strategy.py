@@ -1,0 +1,57 @@
+"""Issue 11, attacks 8 and 9 on the strategy's side of the chain: a submission the strategy did
+not relay is named and ignored, and submission ids come from the events, not from positions."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from flwr.app import ArrayRecord
+
+from coopflower.ledger import connect
+from coopflower.strategy.progress import PhaseLog
+from coopflower.strategy.replies import tally_votes
+from coopflower.strategy.rounds import RoundReport
+from coopflower.strategy.settlement import finish_on_chain
+from coopflower.strategy.stages import RoundState
+from tests.fixtures_chain import new_scenario
+
+
+def test_settlement_names_a_submission_it_did_not_relay() -> None:
+    """Before: a participant that sent its own (different) model to the contract before the
+    relayer's batch made the batch revert (AlreadySubmitted); had the batch survived, the
+    positional ``zip(ids, subs)`` would have failed, and settlement raised ``KeyError`` on the
+    submission id the strategy did not send. Now the batch is recorded without the stale item,
+    ``SubmitResult.by_id`` maps the ids by contributor and model, and settlement names the
+    unknown submission in the report's failures and leaves it out of the accepted models."""
+    sc = new_scenario(connect(), n=5, vote_blocks=6)
+    led, t = sc.ledger, sc.task_id
+    rnd = led.open_round(t).round
+    relayed = sc.submissions(rnd, [0, 1, 2, 3])
+    own = sc.submissions(rnd, [3])[0]  # participant 3 sends another model of its own first
+    sc.chain.send_value(sc.address(3), 10**17)
+    type(led).at(sc.chain.with_account(sc.keys[3]), led.address).submit_batch(
+        t, rnd, [own], close=False)
+    out = led.submit_batch(t, rnd, relayed, close=True)
+    assert [(s.item, s.reason) for s in out.skipped] == [(3, "AlreadySubmitted")]
+    ids = [int(e.args["submission"]) for e in out.named("Submitted")]
+    assert len(ids) == 3 != len(relayed)  # what a positional mapping would have zipped
+    assert out.by_id == {1: relayed[0], 2: relayed[1], 3: relayed[2]}
+
+    st = RoundState(rnd, ArrayRecord(), RoundReport(1, chain_round=rnd))
+    st.by_id = dict(out.by_id)
+    plan = led.assignments(t, rnd)
+    digests = {s.submission: s.model_digest for s in led.submissions(t, rnd)}
+    st.assignment = plan
+    # every assigned verifier says yes, also on the submission the strategy never saw (its
+    # verifiers fetched it from the public event)
+    st.votes = [sc.vote(rnd, sid, digests[sid], v, True)
+                for sid, vs in plan.verifiers.items() for v in vs]
+    s = SimpleNamespace(ledger=led, task_id=t, phases=PhaseLog(1, stream=None), inner=object())
+    known = [v for v in st.votes if v.submission in st.by_id]
+    tallied = tally_votes(known, st.by_id, sc.params.quorum)
+    finish_on_chain(s, st, 10.0, tallied, None)  # type: ignore[arg-type]
+    assert sorted(st.report.submissions) == [1, 2, 3]
+    assert st.report.accepted == 4  # the contract's count, the unknown one included
+    (failure,) = st.report.failures
+    assert failure.phase == "settle" and failure.reason == (
+        f"submission 0 by {sc.address(3)} (ACCEPTED) was not relayed by this strategy: left out")
