@@ -55,3 +55,32 @@ def test_settlement_names_a_submission_it_did_not_relay() -> None:
     (failure,) = st.report.failures
     assert failure.phase == "settle" and failure.reason == (
         f"submission 0 by {sc.address(3)} (ACCEPTED) was not relayed by this strategy: left out")
+
+
+def test_the_strategy_names_a_skipped_item_and_still_asks_for_votes_on_the_direct_submission(
+) -> None:
+    """Attack 8 through the strategy's own stages: participant 3 submits a model itself before
+    the relayer's batch. Before: the strategy zipped ids by position and failed (ValueError);
+    the direct submission's verifiers were never asked and lost their deposits. Now the stale
+    item is a named failure of node 3, and the assign stage takes the direct submission's CID
+    and hash from the public event so its verifiers are asked like any other."""
+    from coopflower.strategy import stages
+
+    sc = new_scenario(connect(), n=5, vote_blocks=6)
+    led, t = sc.ledger, sc.task_id
+    rnd = led.open_round(t).round
+    relayed = sc.submissions(rnd, [0, 1, 2, 3])
+    own = sc.submissions(rnd, [3])[0]
+    sc.chain.send_value(sc.address(3), 10**17)
+    type(led).at(sc.chain.with_account(sc.keys[3]), led.address).submit_batch(
+        t, rnd, [own], close=False)
+    s = SimpleNamespace(ledger=led, task_id=t, phases=PhaseLog(1, stream=None),
+                        addresses={100 + i: sc.address(i) for i in range(5)})
+    st = RoundState(1, ArrayRecord(), RoundReport(1, chain_round=rnd))
+    st.subs = list(relayed)
+    stages.submit(s, st)  # type: ignore[arg-type]
+    (failure,) = st.report.failures
+    assert failure.node_id == 103 and "AlreadySubmitted" in failure.reason
+    stages.assign(s, st)  # type: ignore[arg-type]
+    assert sorted(st.by_id) == [0, 1, 2, 3] and sorted(st.assignment.verifiers) == [0, 1, 2, 3]
+    assert st.by_id[0].cid == own.cid and st.by_id[0].content_hash == own.content_hash

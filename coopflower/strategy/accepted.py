@@ -62,8 +62,12 @@ def _inner_aggregate(s: CoordinatedStrategy, st: RoundState,
     train metrics)."""
     assert s.inner is not None
     reply_of = {sub.cid: m for sub, m in zip(st.subs, st.replies, strict=True)}
-    new, metrics = wrapped.aggregate_accepted(s.inner, st.rnd,
-                                              [(m.arrays, reply_of[m.cid]) for m in models])
+    for m in models:
+        if m.cid not in reply_of:  # on chain without a train reply to the initiator
+            log(WARNING, "accepted model %s has no train reply (the app's metrics): left out "
+                "of the inner strategy's aggregation", m.cid.hex()[:16])
+    new, metrics = wrapped.aggregate_accepted(
+        s.inner, st.rnd, [(m.arrays, reply_of[m.cid]) for m in models if m.cid in reply_of])
     st.report.app_train_metrics = metrics
     if new is None:
         return None

@@ -141,18 +141,25 @@ def train_messages(s: CoordinatedStrategy, st: RoundState, grid: Grid,
 
 
 def submit(s: CoordinatedStrategy, st: RoundState) -> None:
-    """Relay every signed submission in one transaction that closes the window."""
+    """Relay every signed submission in one transaction that closes the window. Items the
+    contract skips (already submitted by the contributor itself, a replay, a copy of a model
+    already on chain) do not sink the batch: each is named in the report."""
     task_id, chain_round = int(s.task_id or 0), st.report.chain_round
     with s.phases.phase(st.rnd, "submit") as rec:
+        st.by_id = {}
         if st.subs:
             tx = s.ledger.submit_batch(task_id, chain_round, st.subs, close=True)
-            ids = [int(e.args["submission"]) for e in tx.named("Submitted")]
             st.report.gas += tx.gas_used
+            st.by_id = dict(tx.by_id)
+            node_of = {a.lower(): nid for nid, a in s.addresses.items()}
+            for sk in tx.skipped:
+                held = (f": the model of round {sk.held[0]} submission {sk.held[1]}"
+                        if sk.held else "")
+                st.fail("submit", node_of.get(sk.who.lower(), -1),
+                        f"submission skipped by the contract ({sk.reason}){held}")
         else:
-            ids = []
             s.ledger.close_submissions(task_id, chain_round)
-        st.by_id = dict(zip(ids, st.subs, strict=True))
-        rec.detail = f"{len(ids)} submissions in 1 transaction"
+        rec.detail = f"{len(st.by_id)} submissions in 1 transaction"
 
 
 def assign(s: CoordinatedStrategy, st: RoundState) -> None:
@@ -160,10 +167,27 @@ def assign(s: CoordinatedStrategy, st: RoundState) -> None:
     with s.phases.phase(st.rnd, "assign") as rec:
         if st.by_id:
             st.assignment = s.ledger.assignments(int(s.task_id or 0), st.report.chain_round)
-            rec.detail = (f"seed 0x{st.assignment.seed.hex()[:12]}... from block "
-                          f"{st.assignment.rand_block}")
-        else:
+        if st.assignment is None or not st.assignment.verifiers:
+            st.assignment = None
             rec.detail = "nothing to verify"
+            return
+        _known_on_chain(s, st)
+        rec.detail = (f"seed 0x{st.assignment.seed.hex()[:12]}... from block "
+                      f"{st.assignment.rand_block}")
+
+
+def _known_on_chain(s: CoordinatedStrategy, st: RoundState) -> None:
+    """Submissions on chain the relayed batch did not carry (a contributor may submit itself,
+    before the batch): their CID and content hash from the ``Submitted`` events, so their
+    verifiers are asked too and do not lose a deposit for a vote nobody asked for."""
+    missing = set(st.assignment.verifiers) - set(st.by_id)
+    if not missing:
+        return
+    models = s.ledger.round_models(int(s.task_id or 0), st.report.chain_round)
+    for sid in sorted(missing & set(models)):
+        contributor, _, chash, cid = models[sid]
+        st.by_id[sid] = SignedSubmission(int(s.task_id or 0), st.report.chain_round,
+                                         contributor, cid, chash, b"")
 
 
 def _per_node(s: CoordinatedStrategy, st: RoundState) -> dict[int, list[int]]:
