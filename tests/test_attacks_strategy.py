@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 from flwr.app import ArrayRecord
 
 from coopflower.ledger import connect
@@ -84,3 +85,33 @@ def test_the_strategy_names_a_skipped_item_and_still_asks_for_votes_on_the_direc
     stages.assign(s, st)  # type: ignore[arg-type]
     assert sorted(st.by_id) == [0, 1, 2, 3] and sorted(st.assignment.verifiers) == [0, 1, 2, 3]
     assert st.by_id[0].cid == own.cid and st.by_id[0].content_hash == own.content_hash
+
+
+@pytest.mark.usefixtures("run_identity")  # tests/conftest.py: Messages need a run id
+def test_an_inflated_example_count_does_not_make_the_global_model() -> None:
+    """Attack 5: a contributor declaring 10**12 examples. Before: weighted averaging (ours and the
+    inner FedAvg's) returned exactly its arrays. Now each claim counts at most twice the round's
+    median claim, so it weighs like two honest contributors."""
+    import numpy as np
+    from flwr.app import Message, MetricRecord, RecordDict
+    from flwr.serverapp.strategy import FedAvg
+
+    from coopflower.strategy import wrapped
+    from coopflower.strategy.aggregate import AcceptedModel, weighted_average
+
+    honest = [{"w": np.full((2, 2), 1.0, np.float32)} for _ in range(3)]
+    bad = {"w": np.full((2, 2), 100.0, np.float32)}
+    claims = [100, 100, 100, 10**12]
+    models = [AcceptedModel(bytes([i]), f"0x{i}", "", n, a, ())
+              for i, (a, n) in enumerate(zip([*honest, bad], claims, strict=True))]
+    ours = weighted_average(models)
+    assert ours is not None
+    expected = (3 * 100 * 1.0 + 200 * 100.0) / (3 * 100 + 200)  # the claim clipped to 2 x 100
+    np.testing.assert_allclose(ours["w"], expected, rtol=1e-6)
+
+    replies = [Message(RecordDict({"metrics": MetricRecord({"num-examples": n})}), 1, "train")
+               for n in claims]
+    new, _ = wrapped.aggregate_accepted(
+        FedAvg(), 1, [(a, r) for a, r in zip([*honest, bad], replies, strict=True)])
+    assert new is not None
+    np.testing.assert_allclose(new["w"].numpy(), expected, rtol=1e-6)

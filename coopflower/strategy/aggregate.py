@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["AcceptedModel", "AggregateFn", "AggregationError", "weighted_average", "signature"]
+__all__ = ["AcceptedModel", "AggregateFn", "AggregationError", "weighted_average", "signature",
+           "capped_counts", "CLAIM_CAP"]
+
+# a contributor's declared number of examples counts at most this many times the round's median
+# declaration: nobody checks the claim, so one node declaring 10**12 must not become the model
+CLAIM_CAP = 2.0
 
 Arrays = dict[str, npt.NDArray[np.generic]]
 
@@ -51,11 +56,22 @@ def signature(
     return tuple(sorted((k, tuple(np.shape(v))) for k, v in arrays.items()))
 
 
+def capped_counts(counts: Sequence[float], cap: float = CLAIM_CAP) -> list[float]:
+    """The declared example counts with each clipped to ``cap`` times the median of all of
+    them: with an honest majority of declarations the median is honest, so an inflated claim
+    weighs at most ``cap`` honest contributors' worth."""
+    if not counts:
+        return []
+    limit = cap * float(np.median(np.asarray(counts, dtype=np.float64)))
+    return [min(float(c), limit) for c in counts]
+
+
 def weighted_average(
     models: Sequence[AcceptedModel],
     current: Mapping[str, npt.NDArray[np.generic]] | None = None,
 ) -> Arrays | None:
-    """Average the accepted models weighted by ``num_examples``.
+    """Average the accepted models weighted by ``num_examples`` (each clipped by
+    :func:`capped_counts`: the counts are the contributors' own claims).
 
     Only models with the current global model's architecture (names and shapes) are averaged;
     when there is no current model, the most common architecture among the accepted ones.
@@ -77,7 +93,7 @@ def weighted_average(
     chosen = [m for m in models if signature(m.arrays) == target]
     if not chosen:
         return None
-    weights = np.array([m.num_examples for m in chosen], dtype=np.float64)
+    weights = np.array(capped_counts([m.num_examples for m in chosen]), dtype=np.float64)
     if (weights < 0).any() or weights.sum() <= 0:
         raise AggregationError(f"weights must be positive, got {weights.tolist()}")
     weights /= weights.sum()

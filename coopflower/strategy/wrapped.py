@@ -23,6 +23,7 @@ from flwr.serverapp.strategy import Strategy
 
 from coopflower.client import protocol as P
 from coopflower.client import stages as S
+from coopflower.strategy.aggregate import capped_counts
 
 __all__ = ["register_message", "train_messages", "verify_message", "aggregate_accepted",
            "inner_name"]
@@ -70,8 +71,14 @@ def verify_message(node_id: int, cfg: Mapping[str, Any], global_arrays: ArrayRec
     return Message(content, node_id, "evaluate")
 
 
+def _claim(reply: Message, key: str) -> float:
+    value = reply.content.metric_records.get(P.METRICS, MetricRecord()).get(key, 0)
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
 def aggregate_accepted(
     inner: Strategy, server_round: int, accepted: Sequence[tuple[Mapping[str, Any], Message]],
+    weighted_by: str | None = None,
 ) -> tuple[ArrayRecord | None, MetricRecord | None]:
     """Aggregate the accepted models with the inner strategy.
 
@@ -79,14 +86,22 @@ def aggregate_accepted(
         accepted: per accepted model, its arrays (from the blob, checked against its CID) and
             the contributor's train reply (whose metric record holds the app's metrics).
 
+        weighted_by: the metric the inner strategy weights by (default: its
+            ``weighted_by_key``); each contributor's claim is
+            clipped to twice the round's median claim (``aggregate.capped_counts``) first.
+
     Returns:
         The inner strategy's ``aggregate_train`` result (``None, None`` with nothing accepted).
     """
     if not accepted:
         return None, None
     replies = []
-    for arrays, reply in accepted:
-        metrics = reply.content.metric_records.get(P.METRICS, MetricRecord())
+    weighted_by = weighted_by or str(getattr(inner, "weighted_by_key", "num-examples"))
+    claims = [_claim(reply, weighted_by) for _, reply in accepted]
+    for (arrays, reply), n in zip(accepted, capped_counts(claims), strict=True):
+        metrics = MetricRecord(dict(reply.content.metric_records.get(P.METRICS, MetricRecord())))
+        if weighted_by in metrics:
+            metrics[weighted_by] = int(n) if isinstance(metrics[weighted_by], int) else float(n)
         content = RecordDict({
             P.ARRAYS: ArrayRecord({k: Array(v) for k, v in arrays.items()}),
             P.METRICS: metrics,
