@@ -132,3 +132,19 @@ def test_a_wrapped_strategy_needs_the_apps_metric() -> None:
         CoordinatedStrategy(FedAvg(), task=TaskConfig(metric="eval_acc"))
     with pytest.raises(StrategyError, match="must lie in \\[0, 1\\]"):
         CoordinatedStrategy(FedAvg(), task=TaskConfig(metric="eval_acc", min_metric=80))
+
+
+def test_a_free_rider_is_refused_by_its_verifiers(tmp_path: Path) -> None:
+    """Issue 11, attack 2: a contributor returns the global model it was sent. Before: its
+    verifiers scored it like any model (8700-8967 bps) and it was paid. Now every verifier
+    compares each submission with the global model of the round (stored by CID, named in the
+    verify stage) and votes no on an unchanged copy; the honest contributors are accepted."""
+    from coopflower.client.keys import load_or_create_key
+
+    out = _run(tmp_path, _client(app_code.free_rider_train), 4, lambda: CoordinatedStrategy(
+        FedAvg(fraction_train=1.0), task=_task(), store=str(tmp_path / "store")), rounds=2)
+    rider = load_or_create_key(tmp_path / "home" / "keys" / "node-0.json").address.lower()
+    for report in out["strategy"].reports:
+        status = {v[0].lower(): v[2] for v in report.submissions.values()}
+        assert status.pop(rider) == "REJECTED", report.submissions
+        assert set(status.values()) == {"ACCEPTED"} and len(status) == 3

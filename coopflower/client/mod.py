@@ -227,6 +227,9 @@ def verify_stage(msg: Message, context: Context, call_next: ClientAppCallable,
     out: dict[str, list[Any]] = {"approve": [], "signatures": [], "accuracy-bps": [],
                                  "reasons": []}
     stats = {"compute-seconds": 0.0, "fetched-bytes": 0, "num-examples": 0}
+    sent = _global_model(store, coop)
+    if sent is not None:
+        check = _not_the_global(sent, check)
     for sid, cid, chash in zip(ids, cids, hashes, strict=True):
         t1 = time.perf_counter()
         if judge is None:
@@ -259,6 +262,31 @@ def verify_stage(msg: Message, context: Context, call_next: ClientAppCallable,
                            "verifier": key.address})
     ours = MetricRecord({**stats, "handler-seconds": time.perf_counter() - t0})
     return Message(content=RecordDict({P.VOTES: record, COOP_METRICS: ours}), reply_to=msg)
+
+
+def _global_model(store: str | None, coop: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
+    """The global model the round's contributors were sent (by the CID the task's message
+    names), or ``None`` when the message names none."""
+    from coopflower.blob import unpack_arrays
+    from coopflower.client.duties import open_store
+
+    cid = coop.get("global-cid")
+    if not isinstance(cid, bytes) or not cid:
+        return None
+    return unpack_arrays(open_store(store).get(cid))[0]  # checked against its CID
+
+
+def _not_the_global(sent: Mapping[str, np.ndarray], then: BlobCheck | None) -> BlobCheck:
+    """A check that refuses the global model itself (a free rider's submission), then ``then``."""
+
+    def check(arrays: Mapping[str, np.ndarray], meta: Mapping[str, str]) -> str:
+        if arrays.keys() == sent.keys() and all(
+                np.shape(arrays[k]) == np.shape(sent[k]) and np.array_equal(arrays[k], sent[k])
+                for k in arrays):
+            return "the global model it was sent, unchanged: nothing was trained (free rider)"
+        return then(arrays, meta) if then is not None else ""
+
+    return check
 
 
 def _fetch_blob(store: str | None, cid: bytes, chash: bytes) -> tuple[bytes, str]:

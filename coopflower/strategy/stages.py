@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
@@ -210,6 +211,7 @@ def verify_messages(s: CoordinatedStrategy, st: RoundState, per_node: dict[int, 
                     evaluate_config: ConfigRecord | None) -> list[Message]:
     """One verify message per verifier with its assignments (ids, CIDs, content hashes)."""
     out = []
+    global_cid = _store_global(s, st) if s.inner is not None and not s.fusing else b""
     for nid, sids in per_node.items():
         vcfg = {
             **s.base_config(), "server-round": st.rnd, "round": st.report.chain_round,
@@ -221,12 +223,27 @@ def verify_messages(s: CoordinatedStrategy, st: RoundState, per_node: dict[int, 
             vcfg.update({"metric": s.task.metric, "min-metric-bps": s.task.threshold_bps()})
             if s.fusing:  # each blob is checked against the architecture it names
                 vcfg["fusion"] = True
+            elif global_cid:  # verifiers refuse the model a contributor was sent, unchanged
+                vcfg["global-cid"] = global_cid
             shapes_of = ArrayRecord() if s.fusing else st.arrays
             out.append(wrapped.verify_message(nid, vcfg, shapes_of, evaluate_config))
         else:
             vcfg["min-accuracy-bps"] = s.task.min_accuracy_bps
             out.append(Message(RecordDict({P.CONFIG: ConfigRecord(vcfg)}), nid, P.MSG_VERIFY))
     return out
+
+
+def _store_global(s: CoordinatedStrategy, st: RoundState) -> bytes:
+    """The CID of the global model the contributors were sent this round (stored once), so
+    each verifier can refuse a submission that is that model, unchanged: a free rider."""
+    from coopflower.blob import pack_arrays
+
+    if not len(st.arrays):
+        return b""
+    blob = pack_arrays({k: np.asarray(a.numpy()) for k, a in st.arrays.items()},
+                       {"round": str(st.report.chain_round), "global": "1"})
+    s.meter.add_storage(st.rnd, len(blob))
+    return bytes(s.open_store().put(blob).to_bytes())
 
 
 def verify(s: CoordinatedStrategy, st: RoundState, grid: Grid,
