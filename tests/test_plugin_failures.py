@@ -148,3 +148,12 @@ def test_a_free_rider_is_refused_by_its_verifiers(tmp_path: Path) -> None:
         status = {v[0].lower(): v[2] for v in report.submissions.values()}
         assert status.pop(rider) == "REJECTED", report.submissions
         assert set(status.values()) == {"ACCEPTED"} and len(status) == 3
+    # issue 11, attack 11 (locked money): the run closed its task and released every deposit
+    strategy = out["strategy"]
+    ledger, task = strategy.ledger, strategy.task_id
+    info = ledger.task(task)
+    assert info.closed and info.escrow == 0
+    accounts = ledger.accounts(task, ledger.participants(task))
+    assert all(a.deposit == 0 for a in accounts.values())
+    assert accounts[next(a for a in accounts if a.lower() == rider)].balance < (
+        min(a.balance for k, a in accounts.items() if k.lower() != rider))  # penalised, not paid

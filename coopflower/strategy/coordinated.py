@@ -116,6 +116,8 @@ class CoordinatedStrategy(FedAvg):
             round's training (see the module docstring).
         connect_timeout: seconds to wait for the federation to reach k + 1 nodes before
             failing with a ``StrategyError`` that says how many are there.
+        close_at_end: after the last round, close the task the strategy published and release
+            every participant's deposit (a task given by ``task_id`` is left open).
         **fedavg_kwargs: sampling settings passed to ``FedAvg`` (``fraction_train``,
             ``min_train_nodes``, ``min_available_nodes``, ...).
     """
@@ -140,6 +142,7 @@ class CoordinatedStrategy(FedAvg):
         ivhe_input_range: tuple[float, float] = (0.0, 1.0),
         pipeline: bool = True,
         connect_timeout: float = 60.0,
+        close_at_end: bool = True,
         **fedavg_kwargs: Any,
     ) -> None:
         super().__init__(**fedavg_kwargs)
@@ -169,6 +172,8 @@ class CoordinatedStrategy(FedAvg):
         self.report_file = os.environ.get("COOPFLOWER_REPORT") or None
         self.ledger = ledger
         self.task_id = task_id
+        self.published_task = False  # a task this strategy published: closed after its run
+        self.close_at_end = close_at_end
         self.store_spec = store or os.environ.get("COOPFLOWER_STORE") or None
         self.aggregate_fn = aggregate_fn
         self.verify_timeout = verify_timeout
@@ -283,6 +288,8 @@ class CoordinatedStrategy(FedAvg):
         finally:
             if pending is not None:  # only after an error: the last round never pipelines
                 pending.wait()
+        if self.close_at_end and self.published_task:
+            publish.close_task(self)
         return self._finish(result, arrays)
 
     def _setup(self, grid: Grid, num_rounds: int, timeout: float) -> list[NodeFailure]:

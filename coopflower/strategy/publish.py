@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from coopflower.strategy.coordinated import CoordinatedStrategy
 
 __all__ = ["connect", "wait_for_nodes", "publish_task", "make_ivhe_keys", "register",
-           "check_registered"]
+           "check_registered", "close_task"]
 
 
 def connect(s: CoordinatedStrategy) -> None:
@@ -77,7 +77,21 @@ def publish_task(s: CoordinatedStrategy, num_rounds: int, num_nodes: int) -> int
         penalty_wrong_vote=t.penalty_wrong_vote, penalty_no_vote=t.penalty_no_vote,
     )
     s.task_id = int(s.ledger.publish_task(params, params.escrow_per_round() * num_rounds))
+    s.published_task = True
     return s.task_id
+
+
+def close_task(s: CoordinatedStrategy) -> None:
+    """After the last round: close the task the strategy published (its unspent escrow returns
+    to the initiator) and release every participant's deposit to its own balance on the
+    contract, from where each node withdraws it: nobody's money stays locked in the task."""
+    task_id = int(s.task_id or 0)
+    with s.phases.phase(len(s.reports), "close") as rec:
+        s.ledger.close_task(task_id)
+        accounts = s.ledger.participants(task_id)
+        if accounts:
+            s.ledger.release_deposits(task_id, accounts)
+        rec.detail = f"task {task_id} closed; {len(accounts)} deposits released to their owners"
 
 
 def make_ivhe_keys(s: CoordinatedStrategy) -> None:
