@@ -86,16 +86,8 @@ def train(s: CoordinatedStrategy, st: RoundState, grid: Grid, train_config: Conf
     """Contributors train, store their blobs and sign; the valid submissions are kept."""
     with s.phases.phase(st.rnd, "train") as rec:
         msgs, node_ids = train_messages(s, st, grid, train_config)
-        s.meter.add_sent(st.rnd, msgs)
-        replies = send_and_receive(grid, msgs, timeout=timeout)
-        s.meter.add_received(st.rnd, replies)
-        answered = set()
-        for msg in replies:
+        for msg in _exchange(s, st, "train", grid, msgs, timeout):
             nid = msg.metadata.src_node_id
-            answered.add(nid)
-            if msg.has_error():
-                st.fail("train", nid, str(msg.error.reason))
-                continue
             try:
                 sub = parse_submission(msg, s.ledger.domain, int(s.task_id or 0),
                                        st.report.chain_round, s.addresses[nid])
@@ -107,9 +99,25 @@ def train(s: CoordinatedStrategy, st: RoundState, grid: Grid, train_config: Conf
             s.meter.add_storage(st.rnd, int(metric(msg, "blob-bytes")))
             st.subs.append(sub)
             st.replies.append(msg)
-        for nid in set(node_ids) - answered:
-            st.fail("train", int(nid), "no reply (timeout)")
         rec.detail = f"{len(st.subs)} signed submissions from {len(node_ids)} contributors"
+
+
+def _exchange(s: CoordinatedStrategy, st: RoundState, phase: str, grid: Grid,
+              msgs: list[Message], timeout: float) -> list[Message]:
+    """Send a phase's messages (metered) and collect the replies; an error reply and a node
+    that did not answer are the phase's named failures, the usable replies are returned."""
+    if not msgs:
+        return []
+    s.meter.add_sent(st.rnd, msgs)
+    replies = send_and_receive(grid, msgs, timeout=timeout)
+    s.meter.add_received(st.rnd, replies)
+    answered = {m.metadata.src_node_id for m in replies}
+    for msg in replies:
+        if msg.has_error():
+            st.fail(phase, msg.metadata.src_node_id, str(msg.error.reason))
+    for nid in sorted({m.metadata.dst_node_id for m in msgs} - answered):
+        st.fail(phase, int(nid), "no reply (timeout)")
+    return [m for m in replies if not m.has_error()]
 
 
 def train_messages(s: CoordinatedStrategy, st: RoundState, grid: Grid,
@@ -252,16 +260,9 @@ def verify(s: CoordinatedStrategy, st: RoundState, grid: Grid,
     with s.phases.phase(st.rnd, "verify") as rec:
         per_node = _per_node(s, st)
         msgs = verify_messages(s, st, per_node, evaluate_config)
-        s.meter.add_sent(st.rnd, msgs)
-        replies = send_and_receive(grid, msgs, timeout=s.verify_timeout or timeout) if msgs else []
-        s.meter.add_received(st.rnd, replies)
-        answered = set()
+        replies = _exchange(s, st, "verify", grid, msgs, s.verify_timeout or timeout)
         for msg in replies:
             nid = msg.metadata.src_node_id
-            answered.add(nid)
-            if msg.has_error():
-                st.fail("verify", nid, str(msg.error.reason))
-                continue
             st.compute += metric(msg, "compute-seconds")
             st.handler += metric(msg, "handler-seconds")
             s.meter.add_storage(st.rnd, int(metric(msg, "fetched-bytes")))
@@ -276,6 +277,4 @@ def verify(s: CoordinatedStrategy, st: RoundState, grid: Grid,
                 st.fail("verify", nid, reason)
             st.votes.extend(batch.votes)
             st.accuracies.extend(score / 10000 for score in batch.scores)
-        for nid in set(per_node) - answered:
-            st.fail("verify", nid, "no reply (timeout)")
-        rec.detail = f"{len(st.votes)} signed votes from {len(answered)} verifiers"
+        rec.detail = f"{len(st.votes)} signed votes from {len(replies)} verifiers"
