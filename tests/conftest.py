@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from coopflower.ledger import Chain
+    from coopflower.ledger.nodes import ChainNode
 
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = REPO / "tools"
@@ -33,6 +38,19 @@ def run_identity() -> Iterator[None]:
     yield
     for n, v in old.items():
         setattr(TaskIdentity, n, v)
+
+
+@pytest.fixture(scope="module", params=["embedded", pytest.param("anvil", marks=pytest.mark.node)])
+def chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
+    """Each test of a module twice: on the embedded EVM and on anvil (a real JSON-RPC node);
+    the module imports ``anvil_node`` from ``tests.fixtures_chain``."""
+    from coopflower.ledger import connect
+
+    if request.param == "embedded":
+        yield connect()
+    else:
+        node: ChainNode = request.getfixturevalue("anvil_node")
+        yield connect(node.url, private_key=node.private_keys[0])
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -2,8 +2,10 @@
 
 Import in a test module: ``from tests.fixtures_chain import anvil_url  # noqa: F401``.
 Fixtures: ``anvil_node`` (session; a :class:`ChainNode`), ``anvil_url`` (its URL),
-``anvil_key`` (a funded key), ``clique_node`` (module scope). Tests using the nodes carry the
-``node`` marker and are skipped with the reason when the npm tools are not installed.
+``anvil_key`` (a funded key), ``clique_node`` (module scope); ``chain`` (tests/conftest.py)
+runs a module's tests on the embedded EVM and on anvil, for modules that import
+``anvil_node``. Tests using the nodes carry the ``node`` marker and are skipped with the
+reason when the npm tools are not installed.
 """
 
 from __future__ import annotations

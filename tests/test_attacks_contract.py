@@ -7,7 +7,6 @@ steps did before (every one of them succeeded, or sank the round).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 from eth_account import Account
@@ -17,26 +16,15 @@ from coopflower.ledger import (
     ContractRevertError,
     CoopLedger,
     Status,
-    connect,
     sign_registration,
     sign_submission,
 )
-from coopflower.ledger.nodes import ChainNode
 from tests.fixtures_chain import (  # noqa: F401
     Scenario,
     anvil_node,
     held_by_contract,
     new_scenario,
 )
-
-
-@pytest.fixture(scope="module", params=["embedded", pytest.param("anvil", marks=pytest.mark.node)])
-def chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
-    if request.param == "embedded":
-        yield connect()
-    else:
-        node: ChainNode = request.getfixturevalue("anvil_node")
-        yield connect(node.url, private_key=node.private_keys[0])
 
 
 def _reverts(name: str) -> pytest.RaisesExc[ContractRevertError]:

@@ -3,8 +3,6 @@ on anvil (a real JSON-RPC node)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from eth_account import Account
 
@@ -14,29 +12,18 @@ from coopflower.ledger import (
     CoopLedger,
     SignedRegistration,
     Status,
-    connect,
     settle_submission,
     sign_registration,
     sign_submission,
     sign_vote,
 )
 from coopflower.ledger.eip712 import compact_signature
-from coopflower.ledger.nodes import ChainNode
 from tests.fixtures_chain import (  # noqa: F401
     Scenario,
     anvil_node,
     held_by_contract,
     new_scenario,
 )
-
-
-@pytest.fixture(scope="module", params=["embedded", pytest.param("anvil", marks=pytest.mark.node)])
-def chain(request: pytest.FixtureRequest) -> Iterator[Chain]:
-    if request.param == "embedded":
-        yield connect()
-    else:
-        node: ChainNode = request.getfixturevalue("anvil_node")
-        yield connect(node.url, private_key=node.private_keys[0])
 
 
 @pytest.fixture
