@@ -9,17 +9,19 @@ Each app runs as written, imported from a copy: its FedAvg version, then the pat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from coopflower.audit import run_audit
-from coopflower.ledger.nodes import anvil
+from coopflower.ledger.nodes import ChainNode, anvil
 
 APPS = Path(__file__).resolve().parent / "apps"
 NODES = 4
@@ -68,6 +70,20 @@ def _simulate(folder: Path, package: str, result_file: Path) -> dict[str, float]
     return {r: float(m["accuracy"]) for r, m in doc["central"].items()}
 
 
+@contextlib.contextmanager
+def on_anvil(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+             ) -> Iterator[tuple[ChainNode, Path, Path]]:
+    """An anvil node, and the environment an operator sets to point an app's unchanged code at
+    it, at a store folder and at a report file (COOPFLOWER_CHAIN, _CHAIN_KEY, _STORE, _REPORT)."""
+    with anvil() as node:
+        report, store = tmp_path / "report.json", tmp_path / "store"
+        monkeypatch.setenv("COOPFLOWER_CHAIN", node.url)
+        monkeypatch.setenv("COOPFLOWER_CHAIN_KEY", node.private_keys[0])
+        monkeypatch.setenv("COOPFLOWER_STORE", str(store))
+        monkeypatch.setenv("COOPFLOWER_REPORT", str(report))
+        yield node, report, store
+
+
 @pytest.mark.parametrize(("name", "package", "chance"), [
     ("breastcancer", "bcapp", 0.63),  # an MLP on scikit-learn's data; chance: the majority class
     ("shapes32", "imgapp", 0.25),  # an unpadded CNN, functional ReLU, 3x32x32 in [-1, 1]
@@ -83,13 +99,7 @@ def test_a_fedavg_app_adopts_the_coordinated_round_by_its_diff(
     fedavg = _simulate(_copy(tmp_path, name, False), package,
                        tmp_path / "fedavg.json")
 
-    with anvil() as node:
-        report = tmp_path / "report.json"
-        store = tmp_path / "store"
-        monkeypatch.setenv("COOPFLOWER_CHAIN", node.url)
-        monkeypatch.setenv("COOPFLOWER_CHAIN_KEY", node.private_keys[0])
-        monkeypatch.setenv("COOPFLOWER_STORE", str(store))
-        monkeypatch.setenv("COOPFLOWER_REPORT", str(report))
+    with on_anvil(tmp_path, monkeypatch) as (node, report, store):
         coop = _simulate(_copy(tmp_path, name, True), package,
                          tmp_path / "coop.json")
         doc = json.loads(report.read_text())

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from coopflower.audit import run_audit
-from coopflower.ledger.nodes import anvil
-from tests.test_thirdparty_apps import APPS, NODES, _copy, _simulate, diff_size
+from tests.test_thirdparty_apps import APPS, NODES, _copy, _simulate, diff_size, on_anvil
 
 pytestmark = [pytest.mark.slow, pytest.mark.node]
 
@@ -35,12 +34,7 @@ def test_the_image_app_runs_the_coordinated_round_on_encrypted_models(
     app = _copy(tmp_path, "shapes32", True)
     subprocess.run(["patch", "-p1", "-s", "-i", "ivhe.diff"], cwd=app, check=True)
     monkeypatch.setenv("COOPFLOWER_HOME", str(tmp_path / "home"))
-    with anvil() as node:
-        report, store = tmp_path / "report.json", tmp_path / "store"
-        monkeypatch.setenv("COOPFLOWER_CHAIN", node.url)
-        monkeypatch.setenv("COOPFLOWER_CHAIN_KEY", node.private_keys[0])
-        monkeypatch.setenv("COOPFLOWER_STORE", str(store))
-        monkeypatch.setenv("COOPFLOWER_REPORT", str(report))
+    with on_anvil(tmp_path, monkeypatch) as (node, report, store):
         curve = _simulate(app, "imgapp", tmp_path / "result.json")
         doc = json.loads(report.read_text())
         print(f"\nshapes32 with IVHE, central accuracy by round: {curve}")
