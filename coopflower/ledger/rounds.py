@@ -1,0 +1,189 @@
+"""The contract's round transactions, in life-cycle order: open a round, submit a batch of
+signed submissions, close it, fix (or refresh) its randomness, compute the verifier
+assignment off chain, submit the signed votes, settle, record the MetaModel."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from eth_utils import to_checksum_address
+
+from .eip712 import SignedSubmission, SignedVote, compact_signature
+from .errors import LedgerError, RandomnessTimeout, TransactionError
+from .records import (
+    ROUND_VOTING,
+    Assignment,
+    RoundInfo,
+    SettledSubmission,
+    Settlement,
+    Skipped,
+    SubmitResult,
+    TxResult,
+    VoteResult,
+)
+from .rules import Status, assign_verifiers, round_seed
+from .views import LedgerViews
+
+
+class RoundCalls(LedgerViews):
+    """Transactions of a task's rounds."""
+
+    def open_round(self, task_id: int) -> RoundInfo:
+        """Open the task's next round (authority only). Returns: the new round."""
+        tx = self._send("openRound", [task_id])
+        return self.round(task_id, int(tx.named("RoundOpened")[0].args["round"]))
+
+    def submit_batch(
+        self, task_id: int, round: int, subs: Sequence[SignedSubmission], close: bool = True
+    ) -> SubmitResult:
+        """Record all signed submissions in one transaction; with ``close`` the submission
+        window closes in the same transaction (authority only).
+
+        Returns: a :class:`SubmitResult`: ``by_id`` (submission id -> signed submission, taken
+        from the ``Submitted`` events and matched by contributor and model digest) and
+        ``skipped`` (items already submitted, replayed or copies, which did not revert the
+        batch)."""
+        items = []
+        for s in subs:
+            r, vs = compact_signature(s.signature)
+            items.append(
+                (to_checksum_address(s.contributor), bytes(s.content_hash), bytes(s.cid), r, vs)
+            )
+        tx = self._send("submitBatch", [task_id, round, items, close])
+        return self._submit_result(tx, task_id, round, subs)
+
+    def _submit_result(
+        self, tx: TxResult, task_id: int, round: int, subs: Sequence[SignedSubmission]
+    ) -> SubmitResult:
+        pending: dict[tuple[str, bytes], SignedSubmission] = {
+            (s.contributor.lower(), bytes(s.model_digest)): s for s in subs
+        }
+        by_id: dict[int, SignedSubmission] = {}
+        for e in tx.named("Submitted"):
+            key = (str(e.args["contributor"]).lower(), bytes(e.args["modelDigest"]))
+            sub = pending.get(key)
+            if sub is not None:
+                by_id[int(e.args["submission"])] = sub
+        skipped = []
+        for e in tx.named("SubmissionSkipped"):
+            item, who = int(e.args["item"]), str(e.args["contributor"])
+            reason = self._error_name(e.args["reason"])
+            held = self.first_submission(task_id, bytes(e.args["contentHash"]))
+            if reason != "DuplicateModel":  # the contributor's own submission of this round
+                held = (round, self.participant(task_id, who).last_submission)
+            skipped.append(Skipped(item, who, reason, held))
+            sub = subs[item] if item < len(subs) else None
+            if sub is not None and held is not None and held[0] == round:
+                # already on chain: the same model by the same node (it sent its own message)
+                # is the relayed submission, under the id the contract gave it then
+                on_chain = self._round_models(task_id, round).get(held[1])
+                if on_chain and on_chain[0].lower() == sub.contributor.lower() and on_chain[
+                        1] == bytes(sub.model_digest):
+                    by_id.setdefault(held[1], sub)
+        return SubmitResult(tx.tx_hash, tx.block_number, tx.gas_used, tx.events, by_id, skipped)
+
+    def close_submissions(self, task_id: int, round: int) -> TxResult:
+        """Close the submission window."""
+        return self._send("closeSubmissions", [task_id, round])
+
+    def wait_for_randomness(self, task_id: int, round: int, timeout: float = 120.0) -> bytes:
+        """Wait for the round's randomness block (mined on request on dev chains).
+
+        Returns: the round seed, computed off chain from the block hash exactly as on chain.
+        Raises: RandomnessTimeout, LedgerError when the round is not closed.
+        """
+        return self._randomness(task_id, round, timeout)[0]
+
+    def _randomness(self, task_id: int, round: int, timeout: float) -> tuple[bytes, RoundInfo]:
+        info = self.round(task_id, round)
+        if info.state < ROUND_VOTING:
+            raise LedgerError(f"round {round} of task {task_id} is not closed")
+        if info.seed != bytes(32):
+            return info.seed, info
+        try:
+            # one block more: eth_call / estimateGas at "latest" run with block.number = latest,
+            # and blockhash(n) is only visible from block n + 1 on
+            self.chain.wait_for_block(info.rand_block + 1, timeout)
+        except TransactionError as exc:
+            raise RandomnessTimeout(str(exc)) from exc
+        return round_seed(self.chain.block_hash(info.rand_block), task_id, round), info
+
+    def fix_randomness(self, task_id: int, round: int) -> TxResult:
+        """Store the seed on chain now (optional: votes and settlement do it too)."""
+        return self._send("fixRandomness", [task_id, round])
+
+    def refresh_randomness(self, task_id: int, round: int) -> TxResult:
+        """Move an expired, never fixed randomness block to the next block (anyone; once per
+        round, only when more than 256 blocks passed since the randomness block)."""
+        return self._send("refreshRandomness", [task_id, round])
+
+    def assignments(self, task_id: int, round: int, timeout: float = 120.0) -> Assignment:
+        """The verifiers of every submission of a closed round, computed off chain from the
+        seed (waiting for the randomness block first), identical to the contract's check."""
+        seed, info = self._randomness(task_id, round, timeout)
+        k = self.task_params(task_id).k
+        pool = self.participants(task_id)[: info.n_participants]
+        verifiers = {
+            sub.submission: assign_verifiers(seed, sub.submission, pool, k, sub.contributor)
+            for sub in self.submissions(task_id, round)
+        }
+        return Assignment(task_id, round, seed, info.rand_block, verifiers)
+
+    def submit_votes(self, task_id: int, round: int, votes: Sequence[SignedVote]) -> VoteResult:
+        """Record all signed votes in one transaction.
+
+        Returns: a :class:`VoteResult`: the relayed votes recorded (by the verifier and
+        submission of each ``VoteCast``) and the ones skipped as second ballots."""
+        models = self._round_models(task_id, round) if votes else {}
+        items = []
+        for v in votes:
+            r, vs = compact_signature(v.signature)
+            chash = models[v.submission][2] if v.submission in models else bytes(32)
+            items.append((to_checksum_address(v.verifier), v.submission, v.accept, v.score_bps,
+                          bytes(v.model_digest), chash, r, vs))
+        tx = self._send("submitVotes", [task_id, round, items])
+        skipped = [
+            Skipped(int(e.args["item"]), str(e.args["verifier"]),
+                    self._error_name(e.args["reason"]), submission=int(e.args["submission"]))
+            for e in tx.named("VoteSkipped")
+        ]
+        left_out = {s.item for s in skipped}
+        cast = {(str(e.args["verifier"]).lower(), int(e.args["submission"]))
+                for e in tx.named("VoteCast")}
+        recorded = [v for i, v in enumerate(votes)
+                    if i not in left_out and (v.verifier.lower(), v.submission) in cast]
+        return VoteResult(tx.tx_hash, tx.block_number, tx.gas_used, tx.events, recorded, skipped)
+
+    def settle(self, task_id: int, round: int) -> Settlement:
+        """Settle a round (after its vote deadline, or once every assigned verifier voted)."""
+        tx = self._send("settle", [task_id, round])
+        subs = [
+            SettledSubmission(
+                int(e.args["submission"]),
+                str(e.args["contributor"]),
+                Status(e.args["status"]),
+                int(e.args["yesVotes"]),
+                int(e.args["votesCast"]),
+            )
+            for e in tx.named("SubmissionSettled")
+        ]
+        paid: dict[str, int] = {}
+        for e in tx.named("Paid"):
+            paid[e.args["account"]] = paid.get(e.args["account"], 0) + int(e.args["amount"])
+        pen: dict[str, int] = {}
+        for e in tx.named("Penalized"):
+            pen[e.args["account"]] = pen.get(e.args["account"], 0) + int(e.args["amount"])
+        done = tx.named("RoundSettled")[0].args
+        return Settlement(
+            tx, subs, paid, pen, int(done["accepted"]), int(done["paid"]), int(done["returned"])
+        )
+
+    def record_metamodel(
+        self, task_id: int, round: int, cid: bytes, content_hash: bytes
+    ) -> TxResult:
+        """Record the round's MetaModel CID (initiator or authority, after settlement)."""
+        return self._send("recordMetaModel", [task_id, round, bytes(cid), bytes(content_hash)])
+
+    def log_round(self, task_id: int, round: int, cid: bytes, content_hash: bytes) -> TxResult:
+        """Log a FedAvg round's global model CID (authority only; an event, no storage)."""
+        return self._send("logRound", [task_id, round, bytes(cid), bytes(content_hash)])

@@ -1,0 +1,51 @@
+"""The contract's task and participant transactions: publish, fund and close a task, register
+(oneself or others from their signed consent), release deposits, withdraw."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from eth_utils import to_checksum_address
+
+from .binding import ContractBinding
+from .eip712 import SignedRegistration, compact_signature
+from .records import TaskParams, TxResult
+
+
+class TaskCalls(ContractBinding):
+    """Transactions on a task and its participants."""
+
+    def publish_task(self, params: TaskParams, escrow: int) -> int:
+        """Publish a task with ``escrow`` wei (authority only). Returns: the task id."""
+        tx = self._send("publishTask", [params.as_tuple()], value=escrow)
+        return int(tx.named("TaskPublished")[0].args["taskId"])
+
+    def fund_task(self, task_id: int, amount: int) -> TxResult:
+        """Add ``amount`` wei to a task's escrow."""
+        return self._send("fundTask", [task_id], value=amount)
+
+    def close_task(self, task_id: int) -> TxResult:
+        """Close a task; its escrow returns to the initiator's balance (initiator or authority
+        at any time, anyone once ``idle_blocks`` passed since the last round event)."""
+        return self._send("closeTask", [task_id])
+
+    def register(self, task_id: int, deposit: int) -> TxResult:
+        """Register the sending account itself with ``deposit`` wei."""
+        return self._send("register", [task_id], value=deposit)
+
+    def register_for(self, task_id: int, regs: Sequence[SignedRegistration]) -> TxResult:
+        """Register nodes from their signed consent in one transaction; the sender pays all
+        deposits (credited to each node)."""
+        items = []
+        for g in regs:
+            r, vs = compact_signature(g.signature)
+            items.append((to_checksum_address(g.participant), g.deposit, r, vs))
+        return self._send("registerFor", [task_id, items], value=sum(g.deposit for g in regs))
+
+    def release_deposits(self, task_id: int, accounts: Sequence[str]) -> TxResult:
+        """After a task closed, move deposits to their owners' balances."""
+        return self._send("releaseDeposits", [task_id, [to_checksum_address(a) for a in accounts]])
+
+    def withdraw(self) -> TxResult:
+        """Withdraw the sending account's balance."""
+        return self._send("withdraw", [])
