@@ -511,7 +511,10 @@ contract CoopLedger {
     }
 
     /// @notice Record signed votes (one transaction for all verifiers). Each vote must come
-    /// from a verifier assigned to its submission, no later than the round's voteEnd. A second
+    /// from a verifier assigned to its submission, no later than the round's voteEnd. A vote
+    /// counts as a yes iff the verifier signed `accept` (it found the model sound: fetched,
+    /// well-formed, no copy) and its signed `scoreBps` reaches the task's `minAccuracyBps`:
+    /// the threshold is the task's on chain, whatever a relayer told the verifier. A second
     /// ballot of a verifier on one submission (sent by itself, replayed, or twice in the
     /// batch) is skipped with `VoteSkipped` (AlreadyVoted); the first ballot stands.
     function submitVotes(uint256 taskId, uint32 round, SignedVote[] calldata votes) external {
@@ -523,6 +526,7 @@ contract CoopLedger {
         if (votes.length == 0) revert EmptyBatch();
         bytes32 seed = _seed(taskId, round, rd);
         uint256 k = t.params.k;
+        uint256 minBps = t.params.minAccuracyBps;
         uint256 pool = rd.nParticipants;
         uint256 nSubs = rd.nSubmissions;
         uint256[] memory chosen = new uint256[](k);
@@ -561,7 +565,7 @@ contract CoopLedger {
                 continue;
             }
             lane |= 1 << (32 + pos);
-            if (v.accept) lane |= 1 << (48 + pos);
+            if (v.accept && v.scoreBps >= minBps) lane |= 1 << (48 + pos);
             laneWords[rk][v.submission >> 2] = (word & ~(LANE << shift)) | (lane << shift);
             emit VoteCast(taskId, round, v.submission, v.verifier, v.accept, v.scoreBps);
         }

@@ -191,7 +191,7 @@ def replay(task: TaskHistory, fetch: Fetch) -> list[RoundAudit]:  # noqa: C901
         recover_submission,
         recover_vote,
     )
-    from coopflower.ledger.rules import assign_verifiers, round_seed, tally
+    from coopflower.ledger.rules import assign_verifiers, counts_as_yes, round_seed, tally
 
     domain = Eip712Domain(task.chain_id, task.contract)
     audits = []
@@ -313,8 +313,9 @@ def replay(task: TaskHistory, fetch: Fetch) -> list[RoundAudit]:  # noqa: C901
                 if valid:
                     seen.add(who)
                     cast += 1
-                    yes += int(v.accept)
-                    voted[lowered.index(who)] = v.accept
+                    said_yes = counts_as_yes(v.accept, v.score_bps, task.min_accuracy_bps)
+                    yes += int(said_yes)
+                    voted[lowered.index(who)] = said_yes
             row.yes, row.cast = yes, cast
             t = tally(yes, cast, task.quorum)
             row.replayed = t.status.name

@@ -103,9 +103,10 @@ class Scenario:
         ]
 
     def vote(
-        self, round: int, submission: int, digest: bytes, verifier: str, accept: bool
+        self, round: int, submission: int, digest: bytes, verifier: str, accept: bool,
+        score_bps: int = 9000,
     ) -> SignedVote:
-        """Returns: a vote signed by ``verifier``'s key."""
+        """Returns: a vote signed by ``verifier``'s key (its score ``score_bps``)."""
         return sign_vote(
             self.key_of(verifier),
             self.ledger.domain,
@@ -114,7 +115,7 @@ class Scenario:
             submission,
             digest,
             accept,
-            9000,
+            score_bps,
         )
 
 

@@ -110,6 +110,29 @@ def test_model_from_an_earlier_round_read_from_the_public_event_is_skipped(chain
     assert not led.model_submitted(t, r3_sub.content_hash)
 
 
+# ------------------------------------------------------------------ 7. threshold from the relayer
+def test_a_vote_is_a_yes_only_at_the_tasks_threshold_on_chain(chain: Chain) -> None:
+    """Attack 7. Before: a verifier signed "accept" when its score reached the threshold the
+    relayer's message carried, and the contract counted every signed "accept" as a yes: a
+    relayer telling verifiers 0 bps got a model scoring 5000 bps accepted in a 9000 bps task.
+    Now the contract compares each vote's signed score with the task's own threshold: the
+    same sound-model votes at 5000 bps reject the model, at 9000 bps accept it."""
+    sc = new_scenario(chain, n=5, vote_blocks=6)  # minAccuracyBps 9000
+    led, t = sc.ledger, sc.task_id
+    assert led.task(t).params.min_accuracy_bps == 9000
+    rnd = led.open_round(t).round
+    led.submit_batch(t, rnd, sc.submissions(rnd, [0, 1]), close=True)
+    plan = led.assignments(t, rnd)
+    digests = {s.submission: s.model_digest for s in led.submissions(t, rnd)}
+    scores = {0: 5000, 1: 9000}  # what the verifiers measured, signed with accept=True
+    led.submit_votes(t, rnd, [sc.vote(rnd, sid, digests[sid], v, True, scores[sid])
+                              for sid, vs in plan.verifiers.items() for v in vs])
+    result = led.settle(t, rnd)
+    assert [s.status for s in result.submissions] == [Status.REJECTED, Status.ACCEPTED]
+    assert sc.address(0) not in result.paid or result.paid[sc.address(0)] < sc.params.reward
+    _conserved(sc)
+
+
 # ------------------------------------------------------------------ 8. one node sinks a batch
 def test_contributor_submitting_itself_does_not_sink_the_relayers_batch(chain: Chain) -> None:
     """Attack 8a. Before: contributor 2 sent its own signed submission directly and the

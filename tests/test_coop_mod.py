@@ -36,6 +36,7 @@ from coopflower.ledger.eip712 import (
     recover_registration,
     recover_submission,
 )
+from coopflower.ledger.rules import counts_as_yes
 from coopflower.storage import open_store
 
 pytestmark = pytest.mark.usefixtures("run_identity")  # tests/conftest.py
@@ -247,13 +248,31 @@ def test_verify_scores_each_model_with_the_apps_evaluate(tmp_path: Path,
     reply = coop_mod(_verify_msg(ledger, tmp_path, [m[0] for m in models],
                                  [m[1] for m in models]), _ctx(tmp_path, 2), app_evaluate)
     votes = reply.content.config_records[P.VOTES]
-    assert list(votes["approve"]) == [True, False, False, False, False]
+    # approve: the model is sound; whether it is a yes is the chain's threshold on its score
+    assert list(votes["approve"]) == [True, True, False, False, False]
+    scores = [int(b) for b in votes["accuracy-bps"]]
+    assert [counts_as_yes(a, b, 6000) for a, b in zip(votes["approve"], scores, strict=True)] \
+        == [True, False, False, False, False]
     reasons = list(votes["reasons"])
-    assert reasons[0] == "" and int(votes["accuracy-bps"][0]) >= 9000
-    assert reasons[1].startswith("eval_acc ") and "below 0.6" in reasons[1]
+    assert reasons[0] == reasons[1] == "" and scores[0] >= 9000 and scores[1] < 6000
     assert "shape (8, 5)" in reasons[2]
     assert "NaN or Inf" in reasons[3]
     assert reasons[4] == "content hash does not match the blob"
+
+
+def test_the_relayers_threshold_does_not_move_a_vote(tmp_path: Path,
+                                                      ledger: CoopLedger) -> None:
+    """Attack 7: the relayer's message names a threshold; the verifier signs the same vote
+    whatever it says (before, a relayer sending 0 made it sign "accept" on any model)."""
+    untrained = _put(tmp_path, _fresh_arrays())
+    signed = []
+    for told in (0, 6000, 10000):
+        reply = coop_mod(_verify_msg(ledger, tmp_path, [untrained[0]], [untrained[1]],
+                                     min_bps=told), _ctx(tmp_path, 2), app_evaluate)
+        votes = reply.content.config_records[P.VOTES]
+        signed.append((list(votes["approve"]), list(votes["accuracy-bps"]),
+                       list(votes["signatures"])))
+    assert signed[0] == signed[1] == signed[2]
 
 
 def test_verify_without_the_tasks_metric_is_the_verifiers_error(tmp_path: Path,

@@ -82,15 +82,19 @@ def test_tally_of_relayed_votes_follows_the_contract_rule() -> None:
 
     from coopflower.strategy.replies import tally_votes as _tally_votes
 
-    def votes(sid: int, *accept: bool) -> list[SimpleNamespace]:
-        return [SimpleNamespace(submission=sid, accept=a) for a in accept]
+    def votes(sid: int, *accept: bool, score: int = 9000) -> list[SimpleNamespace]:
+        return [SimpleNamespace(submission=sid, accept=a, score_bps=score) for a in accept]
 
     subs = {0: "a", 1: "b", 2: "c", 3: "d"}
     cast = votes(0, True, True, False) + votes(1, True, False) + votes(2, True) \
         + votes(3, False, False, True)
     # 2 of 3 yes: accepted; a tie: rejected; one vote: below quorum 2; 1 of 3: rejected
-    assert _tally_votes(cast, subs, quorum=2) == [0]
-    assert _tally_votes(cast, subs, quorum=1) == [0, 2]
+    assert _tally_votes(cast, subs, quorum=2, min_accuracy_bps=8000) == [0]
+    assert _tally_votes(cast, subs, quorum=1, min_accuracy_bps=8000) == [0, 2]
+    # sound-model votes whose signed score is below the task's threshold are noes
+    assert _tally_votes(cast, subs, quorum=1, min_accuracy_bps=9001) == []
+    low = votes(0, True, True, True, score=7999)
+    assert _tally_votes(low, {0: "a"}, quorum=1, min_accuracy_bps=8000) == []
 
 
 def test_chain_tail_hands_its_error_to_the_joining_round() -> None:

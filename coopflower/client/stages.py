@@ -10,7 +10,8 @@ own records (``arrays``, ``config``) stay exactly as a plain Flower strategy wou
 - ``train`` (a train message), ``coop``: the same plus server-round and round; the reply holds
   ``submission``, the app's ``metrics`` and the mod's ``coop-metrics``.
 - ``verify`` (an evaluate message), ``coop``: the same plus submission-ids, cids,
-  content-hashes, metric, min-metric-bps, array-names and array-shapes (the global model's);
+  content-hashes, metric (min-metric-bps is informative: the chain applies the task's own
+  threshold to the signed score), array-names and array-shapes (the global model's);
   the reply holds ``votes`` and ``coop-metrics``.
 
 An ``evaluate`` message without a ``coop`` record is Flower's federated evaluation and passes

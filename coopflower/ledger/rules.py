@@ -5,6 +5,7 @@ Anyone can recompute, from chain data alone, what the contract decided:
 - ``round_seed(blockhash(randBlock), task_id, round)`` is the round's seed;
 - ``assign_verifiers(seed, submission_id, participants, k, exclude=contributor)`` lists the
   verifiers of a submission in the order of the vote-mask bits;
+- ``counts_as_yes(accept, score_bps, min_accuracy_bps)`` says whether a vote is a yes;
 - ``tally(yes, cast, quorum)`` says whether a submission is accepted;
 - ``settle_submission(...)`` says who is paid and who is penalised, and how much.
 """
@@ -117,6 +118,13 @@ class Tally:
     def accepted(self) -> bool:
         """Returns: True iff the model was accepted."""
         return self.status is Status.ACCEPTED
+
+
+def counts_as_yes(accept: bool, score_bps: int, min_accuracy_bps: int) -> bool:
+    """Whether a signed vote is a yes: the verifier found the model sound (``accept``) and
+    its signed score reaches the task's threshold on chain, whatever threshold a relayer told
+    the verifier (the contract's ``submitVotes`` rule)."""
+    return bool(accept) and int(score_bps) >= int(min_accuracy_bps)
 
 
 def tally(yes: int, cast: int, quorum: int) -> Tally:

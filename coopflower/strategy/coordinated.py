@@ -391,7 +391,8 @@ class CoordinatedStrategy(FedAvg):
             accepted_ids = [sid for sid, v in st.report.submissions.items()
                             if v[2] == "ACCEPTED"]
         else:
-            accepted_ids = tally_votes(st.votes, st.by_id, self.task.quorum)
+            accepted_ids = tally_votes(st.votes, st.by_id, self.task.quorum,
+                                       self.task.threshold_bps())
         meta = accepted.aggregate(self, st, accepted_ids)
 
         report = st.report

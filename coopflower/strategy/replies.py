@@ -24,7 +24,7 @@ from coopflower.ledger.eip712 import (
     recover_submission,
     recover_vote,
 )
-from coopflower.ledger.rules import Status, tally
+from coopflower.ledger.rules import Status, counts_as_yes, tally
 
 __all__ = ["ReplyError", "VoteBatch", "metric", "last_line", "parse_registration",
            "parse_submission", "parse_votes", "tally_votes"]
@@ -131,13 +131,15 @@ def parse_votes(msg: Message, domain: Any, task_id: int, chain_round: int, verif
     return out
 
 
-def tally_votes(votes: Sequence[Any], by_id: Mapping[int, Any], quorum: int) -> list[int]:
-    """The submissions the votes accept, by the contract's rule (majority of votes cast, with
-    quorum): what settlement will decide when every assigned verifier voted."""
+def tally_votes(votes: Sequence[Any], by_id: Mapping[int, Any], quorum: int,
+                min_accuracy_bps: int) -> list[int]:
+    """The submissions the votes accept, by the contract's rule (a yes is a sound model
+    scored at the task's threshold or above; majority of votes cast, with quorum): what
+    settlement will decide when every assigned verifier voted."""
     yes = dict.fromkeys(by_id, 0)
     cast = dict.fromkeys(by_id, 0)
     for v in votes:
         cast[v.submission] += 1
-        yes[v.submission] += int(bool(v.accept))
+        yes[v.submission] += int(counts_as_yes(v.accept, v.score_bps, min_accuracy_bps))
     return sorted(sid for sid in by_id
                   if tally(yes[sid], cast[sid], quorum).status == Status.ACCEPTED)
