@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from coopflower.audit import audit_ledger, collect_history, format_round, replay
-from coopflower.blob import pack_arrays, state_dict_to_blob
+from coopflower.blob import state_dict_to_blob
 from coopflower.ledger import (
     CoopLedger,
     TaskParams,
@@ -24,6 +24,7 @@ from coopflower.ledger import (
 )
 from coopflower.models import build_model
 from coopflower.storage import open_store
+from tests.fixtures_audit import AuditTask, strategy_aggregate
 
 
 def _keccak(b: bytes) -> bytes:
@@ -59,9 +60,11 @@ def _vote_settle_record(ledger: CoopLedger, store: Any, task: int, rnd: int, sub
                        subs[sid].model_digest, sid != 1, 9000 if sid != 1 else 1000)
              for sid, verifiers in plan.verifiers.items() for v in verifiers]
     ledger.submit_votes(task, rnd, votes)
-    ledger.settle(task, rnd)
-    meta = pack_arrays({"w": torch.ones(3).numpy()}, {"round": str(rnd)})
-    ledger.record_metamodel(task, rnd, store.put(meta).to_bytes(), _keccak(meta))
+    settled = ledger.settle(task, rnd)
+    accepted = [s.submission for s in settled.submissions if s.status.name == "ACCEPTED"]
+    # the round's aggregate as the strategy's aggregate stage stores it (with its provenance)
+    meta = strategy_aggregate(AuditTask(ledger, store, task, [], addr), rnd, subs, accepted)
+    ledger.record_metamodel(task, rnd, *meta)
 
 
 @pytest.fixture

@@ -44,10 +44,11 @@ def aggregate(s: CoordinatedStrategy, st: RoundState,
         if agg is None:
             rec.detail = "no accepted model fits: global model unchanged"
             return None
+        from coopflower.audit.provenance import metamodel_provenance as provenance
         from coopflower.blob import pack_arrays
 
         blob = pack_arrays(agg, {"round": str(report.chain_round), "task": str(s.task_id or 0),
-                                 "aggregated": str(len(models))})
+                                 "aggregated": str(len(models)), **provenance(s, st, models)})
         meta = (s.open_store().put(blob).to_bytes(), content_hash(blob))
         s.meter.add_storage(rnd, len(blob))
         report.meta_cid = meta[0]
