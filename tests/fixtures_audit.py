@@ -89,10 +89,10 @@ def new_task(chain: Chain, tmp_path: Path, rounds: int = 2) -> AuditTask:
 
 def strategy_aggregate(at: AuditTask, rnd: int, subs: Sequence[SignedSubmission],
                        accepted: Sequence[int], inner: Any = None,
-                       replies: Sequence[Any] = ()) -> tuple[bytes, bytes]:
+                       replies: Sequence[Any] = (), fuse: Any = None) -> tuple[bytes, bytes]:
     """The round's aggregate as the coordinated strategy's aggregate stage makes and stores it
-    (coopflower's weighted averaging, or ``inner``'s ``aggregate_train`` on ``replies``, one
-    per submission): its (CID, content hash), not yet recorded."""
+    (coopflower's weighted averaging, ``inner``'s ``aggregate_train`` on ``replies``, one per
+    submission, or the fusion ``fuse``): its (CID, content hash), not yet recorded."""
     from flwr.app import ArrayRecord
 
     from coopflower.strategy import accepted as stage
@@ -103,8 +103,8 @@ def strategy_aggregate(at: AuditTask, rnd: int, subs: Sequence[SignedSubmission]
     from coopflower.strategy.stages import RoundState
 
     s = SimpleNamespace(phases=PhaseLog(1, stream=None), open_store=lambda: at.store,
-                        inner=inner, fusing=False,
-                        aggregate_fn=weighted_average if inner is None else None,
+                        inner=inner, fusing=fuse is not None,
+                        aggregate_fn=fuse or (weighted_average if inner is None else None),
                         meter=ByteMeter(), encryption=False, secret_key=None, task_id=at.task)
     st = RoundState(1, ArrayRecord(), RoundReport(1, chain_round=rnd))
     st.by_id = dict(enumerate(subs))

@@ -184,6 +184,49 @@ def test_the_inner_fedavgs_aggregate_is_recomputed_bit_for_bit(chain: Chain,
                             "accepted models: equal bit for bit")
 
 
+def test_a_fusion_metamodel_is_checked_against_the_accepted_extractors(chain: Chain,
+                                                                        tmp_path: Path) -> None:
+    """Fusion II through the aggregate stage: the audit finds the two accepted models' feature
+    extractors in the MetaModel, bit for bit, and says it takes the fusion network on trust.
+    A MetaModel that fuses the rejected model instead, behind a provenance claiming the
+    accepted two, is named: the extractor that is no accepted model, and the one missing."""
+    from functools import partial
+
+    import numpy as np
+
+    from coopflower.fusion import FusionConfig, make_fusion_aggregate
+    from coopflower.models import build_model
+
+    rng = np.random.default_rng(0)
+    fuse = make_fusion_aggregate(
+        rng.random((40, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 40), "II",
+        FusionConfig(epochs_stage1=1, epochs_stage2=1, val_fraction=0.0),
+        factories={"table4": partial(build_model, "table4")}, heads="out")
+    at = new_task(chain, tmp_path, rounds=2)
+    rnd, subs, accepted = at.round(1)
+    at.ledger.record_metamodel(at.task, rnd, *strategy_aggregate(at, rnd, subs, accepted,
+                                                                 fuse=fuse))
+    rnd, subs, _ = at.round(2)
+    models = []
+    for sub in subs[:2]:  # accepted submission 0 and the rejected 1
+        arrays, meta = unpack_arrays(at.store.get(sub.cid))
+        models.append(AcceptedModel(sub.cid, "", "table4", 1, arrays))
+    fused = fuse(models, None)
+    assert fused is not None
+    blob = pack_arrays(fused, Provenance("coopflower.fusion:II",
+                                         (subs[0].cid, subs[2].cid)).metadata())
+    at.ledger.record_metamodel(at.task, rnd, at.store.put(blob).to_bytes(), content_hash(blob))
+    honest, bad = audit_ledger(at.ledger, at.store, stream=None)
+    assert honest.ok, honest.problems
+    assert honest.metamodel == (
+        "fusion II: checked that it holds exactly the 2 accepted models' feature extractors, "
+        "bit for bit; the fusion network, trained on the initiator's own data, is taken on trust")
+    assert bad.problems == [
+        "task 1 round 2: MetaModel's private model 1 (table4) is none of the accepted models",
+        f"task 1 round 2: MetaModel holds no feature extractor of accepted model "
+        f"{subs[2].cid.hex()}"]
+
+
 @pytest.mark.node
 def test_exit_codes_through_json_rpc(anvil_node: ChainNode, tmp_path: Path) -> None:  # noqa: F811
     """``coopflower audit`` against anvil: 0 for a clean task, 1 for a task whose MetaModel is
