@@ -1,5 +1,6 @@
 """The ``coopflower`` command: ``demo`` (the main job on embedded defaults), ``audit`` (replay
-rounds from chain and storage) and ``devnet`` (a local chain and IPFS node)."""
+rounds from chain and storage), ``devnet`` (a local chain and IPFS node) and ``watch`` (a node
+sends the votes a relayer left out)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim.add_argument("--chain-key", default=None, help="the initiator's key for --chain")
     sim.add_argument("--store", default=None, help="store directory or IPFS RPC URL")
     sim.add_argument("--out", default="results/simulate", help="folder for JSON and PNG")
+    watch = sub.add_parser("watch", help="send this node's votes that no relayer sent")
+    watch.add_argument("--chain", required=True, help="JSON-RPC URL")
+    watch.add_argument("--key-file", required=True, help="the node's key file (funded)")
+    watch.add_argument("--interval", type=float, default=5.0, help="seconds between passes")
+    watch.add_argument("--once", action="store_true", help="one pass, then exit")
     args = parser.parse_args(argv)
+    if args.command == "watch":
+        from coopflower.client.watch import run_watch
+
+        return run_watch(args.chain, args.key_file, args.interval, args.once)
     if args.command == "simulate":
         from coopflower.simulate import run_simulate
 

@@ -275,6 +275,30 @@ def test_the_relayers_threshold_does_not_move_a_vote(tmp_path: Path,
     assert signed[0] == signed[1] == signed[2]
 
 
+
+def test_every_signed_vote_is_kept_in_the_nodes_outbox(tmp_path: Path,
+                                                       ledger: CoopLedger) -> None:
+    """Attack 3's defence starts on the node: each vote it signs is kept beside its key, so its
+    watcher can send it if the relayer does not (tests/test_censorship.py)."""
+    from coopflower.client.mod import key_path
+    from coopflower.client.outbox import load_votes, outbox_path
+    from coopflower.ledger.eip712 import recover_vote
+
+    other = _fresh_arrays()
+    other["2.bias"] += 0.5
+    models = [_put(tmp_path, _fresh_arrays()), _put(tmp_path, other)]
+    ctx = _ctx(tmp_path, 2)
+    reply = coop_mod(_verify_msg(ledger, tmp_path, [m[0] for m in models],
+                                 [m[1] for m in models]), ctx, app_evaluate)
+    votes = reply.content.config_records[P.VOTES]
+    kept = load_votes(outbox_path(key_path(ctx)))
+    assert [(e.vote.submission, e.vote.accept, e.vote.score_bps, e.vote.signature)
+            for e in kept] == list(zip([0, 1], votes["approve"], votes["accuracy-bps"],
+                                       votes["signatures"], strict=True))
+    assert {e.contract for e in kept} == {ledger.address}
+    assert all(recover_vote(ledger.domain, e.vote) == votes["verifier"] for e in kept)
+
+
 def test_verify_without_the_tasks_metric_is_the_verifiers_error(tmp_path: Path,
                                                                  ledger: CoopLedger) -> None:
     model = _put(tmp_path, _fresh_arrays())

@@ -83,13 +83,17 @@ def coop_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Me
 
 
 # ---------------------------------------------------------------- helpers
-def node_key(context: Context) -> NodeKey:
-    """The node's signing key from its ``key-file`` node config (created on first start)."""
+def key_path(context: Context) -> Path:
+    """The node's key file: its ``key-file`` node config, else one per partition in the home."""
     cfg = context.node_config
     ident = cfg.get("partition-id", context.node_id)
     home = Path(os.environ.get("COOPFLOWER_HOME", "~/.coopflower"))
-    path = cfg.get("key-file") or home / "keys" / f"node-{ident}.json"
-    return load_or_create_key(Path(str(path)).expanduser())
+    return Path(str(cfg.get("key-file") or home / "keys" / f"node-{ident}.json")).expanduser()
+
+
+def node_key(context: Context) -> NodeKey:
+    """The node's signing key from its ``key-file`` node config (created on first start)."""
+    return load_or_create_key(key_path(context))
 
 
 def _coop(msg: Message) -> ConfigRecord:
@@ -257,10 +261,30 @@ def verify_stage(msg: Message, context: Context, call_next: ClientAppCallable,
         out["accuracy-bps"].append(bps)
         out["reasons"].append(reason)
         out["signatures"].append(duties.sign_vote(key, coop, int(sid), digest, approve, bps))
+    _to_outbox(context, coop, key.address, ids, cids, hashes, out)
     record = ConfigRecord({"submission-ids": [int(i) for i in ids], **out,
                            "verifier": key.address})
     ours = MetricRecord({**stats, "handler-seconds": time.perf_counter() - t0})
     return Message(content=RecordDict({P.VOTES: record, COOP_METRICS: ours}), reply_to=msg)
+
+
+def _to_outbox(context: Context, coop: Mapping[str, Any], verifier: str, ids: list[Any],
+               cids: list[Any], hashes: list[Any], out: Mapping[str, list[Any]]) -> None:
+    """Keep the signed votes on the node, so that its watcher can send them itself if the
+    relayer leaves them out (``coopflower.client.watch``)."""
+    from coopflower.client import duties
+    from coopflower.client.outbox import OutboxVote, outbox_path, record_votes
+    from coopflower.ledger.eip712 import SignedVote
+
+    task_id, rnd = P.get_int(coop, "task-id"), P.get_int(coop, "round")
+    chain_id, contract = P.get_int(coop, "chain-id"), P.get_str(coop, "contract")
+    record_votes(outbox_path(key_path(context)), [
+        OutboxVote(chain_id, contract, SignedVote(
+            task_id, rnd, int(sid), duties.model_digest(bytes(cid), bytes(chash)), verifier,
+            bool(ok), int(bps), bytes(sig)))
+        for sid, cid, chash, ok, bps, sig in zip(ids, cids, hashes, out["approve"],
+                                                 out["accuracy-bps"], out["signatures"],
+                                                 strict=True)])
 
 
 def _global_model(store: str | None, coop: Mapping[str, Any]) -> dict[str, np.ndarray] | None:

@@ -1,0 +1,124 @@
+"""The watcher: a node sends the votes a relayer left out, itself, before the deadline.
+
+A SuperNode opts in by running ``coopflower watch --chain <url> --key-file <its key file>``
+beside ``flower-supernode`` (``edge/`` does when the node config names a chain URL); its key
+must hold a little ETH for gas. Every ``--interval`` seconds the watcher reads the node's
+outbox (:mod:`coopflower.client.outbox`), and for each round still taking votes sends, in one
+``submitVotes`` from the node's own key, the node's signed votes the chain does not hold:
+
+- once the round's relayed batch has landed (some vote of the round is on chain) and the
+  node's is not among it, or
+- when fewer than ``margin`` blocks are left before the vote deadline (a relayer that sends
+  nothing at all).
+
+A vote the relayer sends later is then skipped by the contract as a second ballot
+(``VoteSkipped``), never a failed batch. Votes of settled or expired rounds leave the outbox.
+On a dev chain that mines on request a censoring relayer can mine past the deadline at once;
+on a chain with a block time (clique, a real network) the watcher has the whole window.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from coopflower.client.outbox import OutboxVote, keep_votes, load_votes
+from coopflower.ledger.eip712 import SignedVote
+
+__all__ = ["WatchReport", "send_dropped", "watch_once", "run_watch"]
+
+ROUND_VOTING = 2
+
+
+@dataclass
+class WatchReport:
+    """What one pass did: votes sent, found on chain, expired, and still waiting."""
+
+    sent: list[SignedVote] = field(default_factory=list)
+    on_chain: int = 0
+    expired: int = 0
+    waiting: int = 0
+
+
+def _cast(ledger: Any, task_id: int, round: int) -> set[tuple[str, int]]:
+    """(verifier, submission) of every vote recorded in the round."""
+    return {(str(e.args["verifier"]).lower(), int(e.args["submission"]))
+            for e in ledger.events("VoteCast", task_id=task_id)
+            if int(e.args["round"]) == round}
+
+
+def send_dropped(ledger: Any, entries: Sequence[OutboxVote], margin: int = 2,
+                 ) -> tuple[WatchReport, list[OutboxVote]]:
+    """Send the outbox votes for ``ledger``'s deployment that the chain lacks (see the module).
+
+    Returns: what was done, and the entries to keep for a later pass.
+    """
+    report, keep = WatchReport(), []
+    rounds: dict[tuple[int, int], list[OutboxVote]] = {}
+    for e in entries:
+        rounds.setdefault((e.vote.task_id, e.vote.round), []).append(e)
+    for (task_id, rnd), group in sorted(rounds.items()):
+        info = ledger.round(task_id, rnd)
+        block = ledger.chain.block_number()
+        if info.state != ROUND_VOTING or block >= info.vote_end:  # the next block is too late
+            report.expired += len(group)
+            continue
+        cast = _cast(ledger, task_id, rnd)
+        missing = [e for e in group if (e.vote.verifier.lower(), e.vote.submission) not in cast]
+        report.on_chain += len(group) - len(missing)
+        if not missing:
+            continue
+        if cast or block + margin >= info.vote_end:
+            result = ledger.submit_votes(task_id, rnd, [e.vote for e in missing])
+            report.sent.extend(result.recorded)
+        else:
+            report.waiting += len(missing)
+            keep.extend(missing)
+    return report, keep
+
+
+def watch_once(outbox: Path, chain: Any, margin: int = 2) -> WatchReport:
+    """One pass over the outbox for the deployments on ``chain`` (others are kept as they are)."""
+    from coopflower.ledger.contract import CoopLedger
+
+    entries = load_votes(outbox)
+    mine = [e for e in entries if e.chain_id == chain.chain_id]
+    keep = [e for e in entries if e.chain_id != chain.chain_id]
+    total = WatchReport()
+    for contract in sorted({e.contract.lower() for e in mine}):
+        group = [e for e in mine if e.contract.lower() == contract]
+        report, kept = send_dropped(CoopLedger.at(chain, group[0].contract), group, margin)
+        keep.extend(kept)
+        total.sent += report.sent
+        total.on_chain += report.on_chain
+        total.expired += report.expired
+        total.waiting += report.waiting
+    if entries:
+        keep_votes(outbox, keep)
+    return total
+
+
+def run_watch(chain_url: str, key_file: str, interval: float = 5.0, once: bool = False,
+              out: TextIO = sys.stdout) -> int:
+    """``coopflower watch``: pass over the node's outbox every ``interval`` seconds."""
+    from coopflower.client.keys import load_or_create_key
+    from coopflower.client.outbox import outbox_path
+    from coopflower.ledger.backend import connect
+
+    path = Path(key_file).expanduser()
+    key = load_or_create_key(path)
+    chain = connect(chain_url, private_key=key.private_key)
+    outbox = outbox_path(path)
+    print(f"watching {outbox} for {key.address} on chain {chain.chain_id}", file=out)
+    while True:
+        report = watch_once(outbox, chain)
+        for v in report.sent:
+            print(f"sent the vote on task {v.task_id} round {v.round} submission "
+                  f"{v.submission} that no relayer had sent", file=out, flush=True)
+        if once:
+            return 0
+        time.sleep(interval)

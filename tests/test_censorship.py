@@ -1,0 +1,100 @@
+"""Issue 11, attack 3: a censored vote. The relayer leaves one assigned verifier's "yes" out of
+``submitVotes``; the node's watcher (``coopflower watch``, a real process with the node's own
+key) sends it from the node's outbox before the deadline, and the node's own transaction decides
+the outcome. On anvil (a real JSON-RPC node)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from coopflower.client.outbox import OutboxVote, load_votes, outbox_path, record_votes
+from coopflower.client.watch import send_dropped
+from coopflower.ledger import Status, connect
+from coopflower.ledger.nodes import ChainNode
+from coopflower.ledger.records import Settlement
+from tests.fixtures_chain import anvil_node, new_scenario  # noqa: F401
+
+pytestmark = pytest.mark.node
+
+
+def _censored_round(node: ChainNode, tmp: Path, watcher: bool) -> tuple[Settlement, str]:
+    """One submission, verifiers yes / no / yes; the relayer drops the last verifier's yes.
+    With ``watcher`` that verifier's node sends its own vote from its outbox."""
+    chain = connect(node.url, private_key=node.private_keys[0])
+    sc = new_scenario(chain, n=5, vote_blocks=30)
+    led, t = sc.ledger, sc.task_id
+    rnd = led.open_round(t).round
+    led.submit_batch(t, rnd, sc.submissions(rnd, [0]), close=True)
+    (sid, verifiers), = led.assignments(t, rnd).verifiers.items()
+    digest = led.submissions(t, rnd)[0].model_digest
+    votes = [sc.vote(rnd, sid, digest, v, ok, 9500) for v, ok in zip(
+        verifiers, (True, False, True), strict=True)]
+    censored = verifiers[2]
+    tmp.mkdir(parents=True)
+    key_file = tmp / f"node-{censored}.json"
+    key = sc.key_of(censored)
+    key_file.write_text(json.dumps({"address": censored, "private_key": key}))
+    record_votes(outbox_path(key_file), [OutboxVote(chain.chain_id, led.address, votes[2])])
+    led.submit_votes(t, rnd, votes[:2])  # the censoring relayer
+    if watcher:
+        chain.send_value(censored, 10**17)  # the opted-in node holds ETH for gas
+        out = subprocess.run(
+            [sys.executable, "-m", "coopflower", "watch", "--chain", node.url,
+             "--key-file", str(key_file), "--once"],
+            capture_output=True, text=True, timeout=120, check=True).stdout
+        assert f"round {rnd} submission {sid} that no relayer had sent" in out, out
+        assert load_votes(outbox_path(key_file)) == []  # sent: it leaves the outbox
+    chain.wait_for_block(led.round(t, rnd).vote_end + 1)
+    return led.settle(t, rnd), censored
+
+
+def test_a_censored_vote_is_sent_by_the_node_itself(anvil_node: ChainNode,  # noqa: F811
+                                                     tmp_path: Path) -> None:
+    """Before (and still, without a watcher): rejected 1/2 and the censored verifier loses
+    ``penalty_no_vote``. With the node's watcher: accepted 2/3 by its own transaction, the
+    censored verifier is paid its fee and keeps its deposit."""
+    censored_result, who = _censored_round(anvil_node, tmp_path / "a", watcher=False)
+    (sub,) = censored_result.submissions
+    assert (sub.status, sub.yes, sub.cast) == (Status.REJECTED, 1, 2)
+    assert censored_result.penalized.get(who, 0) > 0
+
+    result, who = _censored_round(anvil_node, tmp_path / "b", watcher=True)
+    (sub,) = result.submissions
+    assert (sub.status, sub.yes, sub.cast) == (Status.ACCEPTED, 2, 3)
+    assert result.penalized.get(who, 0) == 0 and result.paid.get(who, 0) > 0
+
+
+def test_the_watcher_waits_for_the_relayer_and_never_sinks_its_batch(
+        anvil_node: ChainNode, tmp_path: Path) -> None:  # noqa: F811
+    """Before the relayer's batch the watcher keeps its votes (an honest relayer sends them);
+    a vote already on chain is not sent again; the relayer's batch after a node's own vote
+    skips it as a second ballot instead of reverting."""
+    chain = connect(anvil_node.url, private_key=anvil_node.private_keys[0])
+    sc = new_scenario(chain, n=5, vote_blocks=30)
+    led, t = sc.ledger, sc.task_id
+    rnd = led.open_round(t).round
+    led.submit_batch(t, rnd, sc.submissions(rnd, [0]), close=True)
+    (sid, verifiers), = led.assignments(t, rnd).verifiers.items()
+    digest = led.submissions(t, rnd)[0].model_digest
+    votes = [sc.vote(rnd, sid, digest, v, True) for v in verifiers]
+    node_chain = chain.with_account(sc.key_of(verifiers[0]))
+    chain.send_value(verifiers[0], 10**17)
+    from coopflower.ledger.contract import CoopLedger
+
+    as_node = CoopLedger.at(node_chain, led.address)
+    entries = [OutboxVote(chain.chain_id, led.address, votes[0])]
+    report, kept = send_dropped(as_node, entries)
+    assert (report.sent, report.waiting, kept) == ([], 1, entries)  # no batch yet: wait
+    chain.wait_for_block(led.round(t, rnd).vote_end - 2)  # the deadline is near: send
+    report, kept = send_dropped(as_node, entries)
+    assert [v.verifier for v in report.sent] == [verifiers[0]] and kept == []
+    report, _ = send_dropped(as_node, entries)
+    assert report.sent == [] and report.on_chain == 1
+    late = led.submit_votes(t, rnd, votes)  # the relayer's batch, after the node's own vote
+    assert [(s.who, s.reason) for s in late.skipped] == [(verifiers[0], "AlreadyVoted")]
+    assert len(late.recorded) == 2
