@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 PY=${PYTHON:-python3}
+# (the image's pip config names an extra index folder that may not exist: drop that warning;
+# pipefail keeps pip's exit status, only grep's "nothing left to print" is forgiven)
+quiet() { grep -v "is ignored: it is neither" || true; }
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv with $($PY --version)"
   "$PY" -m venv .venv
@@ -18,13 +21,22 @@ want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   t0=$SECONDS
   # torch first: 2.13.0 resolves to the local CPU wheel; anything looser pulls CUDA.
-  # (the image's pip config names an extra index folder that may not exist: drop that warning)
-  # pipefail keeps pip's exit status; only grep's "nothing left to print" is forgiven
-  quiet() { grep -v "is ignored: it is neither" || true; }
   .venv/bin/pip install -q "torch==2.13.0" 2>&1 | quiet
   .venv/bin/pip install -q -e ".[dev]" 2>&1 | quiet
   echo "$want" > "$stamp"
   log "python packages installed in $((SECONDS - t0)) s"
+fi
+
+# slither (static analysis of contracts/, tests/test_slither.py) in a virtual environment of its
+# own: slither-analyzer 0.11.6 requires web3<8, the project pins web3 8.0.0.
+SLITHER=slither-analyzer==0.11.6
+sdir=.venv/tools/slither
+if [ "$(cat "$sdir/.coopflower-installed" 2>/dev/null || true)" != "$SLITHER" ]; then
+  t0=$SECONDS
+  "$PY" -m venv "$sdir"
+  "$sdir/bin/pip" install -q "$SLITHER" 2>&1 | quiet
+  echo "$SLITHER" > "$sdir/.coopflower-installed"
+  log "$SLITHER installed in $sdir in $((SECONDS - t0)) s"
 fi
 
 if [ "${1:-}" = "--node" ]; then
