@@ -11,6 +11,9 @@
 #                    labels="0,1,2,3,4" (see coopflower/app/__init__.py)
 #   STORE            the node's IPFS Kubo RPC URL (default: the server's storage spec)
 #   KEY_FILE         the node's Ethereum key file (created on first start, never sent)
+#   WATCH_CHAIN      opt-in: a JSON-RPC URL of the task's chain; the node then also runs
+#                    `coopflower watch`, which sends from KEY_FILE's (funded) key the node's
+#                    signed votes that no relayer sent before the deadline (needs KEY_FILE)
 #   CLIENTAPP_PORT   the SuperNode's local ClientAppIo port        (default 9094; one per node/host)
 #   INSECURE=1       plaintext gRPC (loopback and lab networks only); otherwise ROOT_CERT=path
 #   VENV             the virtual environment with coopflower       (default: the repo's .venv)
@@ -50,8 +53,15 @@ else
   args+=(--root-certificates "$ROOT_CERT")
 fi
 export FLWR_TELEMETRY_ENABLED=${FLWR_TELEMETRY_ENABLED:-0}
+watch=()
+if [ -n "${WATCH_CHAIN:-}" ]; then
+  : "${KEY_FILE:?set KEY_FILE: WATCH_CHAIN sends votes from the node key, which must be funded}"
+  watch=("$VENV/bin/python" -m coopflower watch --chain "$WATCH_CHAIN" --key-file "$KEY_FILE")
+fi
 if [ "$dry" = 1 ]; then
+  [ ${#watch[@]} -gt 0 ] && { printf '%q ' "${watch[@]}"; echo; }
   printf '%q ' "$VENV/bin/flower-supernode" "${args[@]}"; echo
   exit 0
 fi
+[ ${#watch[@]} -gt 0 ] && "${watch[@]}" &
 exec "$VENV/bin/flower-supernode" "${args[@]}"

@@ -32,6 +32,26 @@ def test_supernode_script_builds_a_command_flower_accepts(tmp_path: Path) -> Non
         assert flag in helped.stdout, flag
 
 
+def test_a_node_that_opts_in_also_runs_its_watcher(tmp_path: Path) -> None:
+    env = {"SUPERLINK": "127.0.0.1:9092", "PARTITION_ID": "0", "NUM_PARTITIONS": "4",
+           "INSECURE": "1", "WATCH_CHAIN": "http://127.0.0.1:8545",
+           "KEY_FILE": str(tmp_path / "k.json")}
+    out = _run(env, "--dry-run")
+    assert out.returncode == 0, out.stderr
+    watch, node = (shlex.split(line) for line in out.stdout.splitlines())
+    assert watch[1:] == ["-m", "coopflower", "watch", "--chain", "http://127.0.0.1:8545",
+                         "--key-file", str(tmp_path / "k.json")]
+    assert node[0].endswith("flower-supernode")
+    from coopflower.cli import main
+
+    with pytest.raises(SystemExit) as done:  # the command the script runs parses
+        main([*watch[3:], "--help"])
+    assert done.value.code == 0
+    del env["KEY_FILE"]
+    out = _run(env, "--dry-run")
+    assert out.returncode != 0 and "KEY_FILE" in out.stderr
+
+
 @pytest.mark.parametrize("missing", ["SUPERLINK", "PARTITION_ID", "NUM_PARTITIONS"])
 def test_supernode_script_names_a_missing_setting(missing: str) -> None:
     env = {"SUPERLINK": "127.0.0.1:9092", "PARTITION_ID": "0", "NUM_PARTITIONS": "1",
