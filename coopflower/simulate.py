@@ -2,8 +2,9 @@
 
 Both strategies run on the same simulated SuperNodes (same data partition, model and local
 epochs) against the same CoopLedger contract on the embedded EVM and the embedded store (or a
-JSON-RPC chain and an IPFS node). FedAvg logs each round's global model CID to the contract;
-the coordinated strategy runs the paper's full round. Prints a line per phase, then a table per
+JSON-RPC chain and an IPFS node), with the paper app's ClientApp (``coopflower.app``). FedAvg
+logs each round's global model CID to the contract; the coordinated strategy, wrapped around
+Flower's ``FedAvg``, runs the paper's full round. Prints a line per phase, then a table per
 round (central accuracy on held-out digits, transactions, bytes moved, accepted models), and
 writes ``summary.json`` and ``accuracy.png`` to the output folder.
 """
@@ -60,6 +61,7 @@ def run_fedavg_then_coordinated(
         The strategies and their results.
     """
     from flwr.app import ConfigRecord
+    from flwr.serverapp.strategy import FedAvg
 
     from coopflower.app.server_app import initial_arrays
     from coopflower.storage import open_store
@@ -70,8 +72,7 @@ def run_fedavg_then_coordinated(
         TaskConfig,
     )
 
-    train_cfg: dict[str, Any] = {"epochs": epochs, "lr": 0.05, "batch-size": 32, "seed": 0,
-                                 "store": store_spec}
+    train_cfg: dict[str, Any] = {"epochs": epochs, "lr": 0.05, "batch-size": 32, "seed": 0}
     fedavg = FedAvgBaseline(round_logger=ChainRoundLogger(ledger, open_store(store_spec)),
                             min_available_nodes=nodes, min_train_nodes=nodes,
                             min_evaluate_nodes=nodes)
@@ -81,9 +82,12 @@ def run_fedavg_then_coordinated(
                               train_config=ConfigRecord(dict(train_cfg)),
                               evaluate_fn=_shown(evaluate_fn))
     fedavg_tx = ledger.chain.tx_count - tx0
-    coop = CoordinatedStrategy(task=TaskConfig(k=3, quorum=2, min_accuracy_bps=3000),
-                               ledger=ledger, store=store_spec,
-                               min_available_nodes=nodes, min_train_nodes=nodes)
+    # the same sampling as FedAvg's; verification is the coordinated round's evaluation
+    inner = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=nodes,
+                   min_train_nodes=nodes)
+    coop = CoordinatedStrategy(inner, task=TaskConfig(k=3, quorum=2, metric="accuracy",
+                                                      min_metric=0.3),
+                               ledger=ledger, store=store_spec)
     print(f"Coordinated: {rounds} rounds on {nodes} nodes", file=sys.stderr, flush=True)
     coop_result = coop.start(grid=grid, initial_arrays=initial_arrays(model), num_rounds=rounds,
                              train_config=ConfigRecord(dict(train_cfg)), evaluate_fn=evaluate_fn)

@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = ["scale=tiny", "fusion.epochs_stage1=1", "fusion.epochs_stage2=1",
         "fusion.augment_copies=1", "case1.criterion=0",
         "case1.fusion_repeats=2",
-        "case3.criterion=0", "case1.models=[table4,table4,table1_c1]", "threads=1"]
+        "case3.criterion=0", "case3.partial_criterion=0",
+        "case1.models=[table4,table4,table1_c1]", "threads=1"]
 
 
 def test_split_parties_is_disjoint_and_respects_label_sets() -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
 from flwr.simulation import run_simulation
 
 from coopflower.app.data import test_indices as initiator_indices
@@ -52,12 +53,14 @@ def test_coordinated_round_fuses_accepted_models_into_a_recorded_metamodel(
     @server.main()
     def main(grid: Grid, context: Context) -> None:
         strategy = CoordinatedStrategy(
-            task=TaskConfig(k=3, quorum=2, min_accuracy_bps=3000), store=store,
-            aggregate_fn=aggregate, min_available_nodes=4, min_train_nodes=4)
+            FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=4,
+                   min_train_nodes=4),
+            task=TaskConfig(k=3, quorum=2, metric="accuracy", min_metric=0.3), store=store,
+            aggregate_fn=aggregate)
         out["result"] = strategy.start(
             grid=grid, initial_arrays=initial_arrays("table4"), num_rounds=1,
             train_config=ConfigRecord({"epochs": 1, "lr": 0.05, "batch-size": 32, "seed": 0,
-                                       "model": "table4", "store": store}))
+                                       "model": "table4"}))
         out["strategy"] = strategy
 
     run_simulation(server, client_app, num_supernodes=4, backend_config={

@@ -1,6 +1,7 @@
 """The node side Case III needs: a node's digits from a partition file, the local training
 recipe from the train config, contributors that continue from their own model across rounds
-under fusion, and ``make_client_app`` filling node config keys in a real Flower simulation."""
+under fusion (the paper app's ClientApp with coopflower's fusion mod), and ``make_client_app``
+filling node config keys in a real Flower simulation."""
 
 from __future__ import annotations
 
@@ -13,25 +14,16 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
+from coopflower.app.client_app import app, fill_node_config, make_client_app
 from coopflower.app.data import (
     NodeDataError,
     NodeSplit,
     partition_from_file,
     write_partition_file,
 )
-from coopflower.app.handlers import (
-    PRIVATE_MODEL,
-    PRIVATE_MODEL_INFO,
-    NodeSettings,
-    fill_node_config,
-    handle_evaluate,
-    handle_train,
-    handle_verify,
-    local_data,
-    make_client_app,
-    train_recipe,
-)
+from coopflower.app.node import NodeConfigError, NodeSettings, local_data, train_recipe
 from coopflower.client import protocol as P
+from coopflower.client import stages as S
 from coopflower.data.mnist import load_mnist
 
 pytestmark = pytest.mark.usefixtures("run_identity")  # tests/conftest.py
@@ -171,7 +163,7 @@ def _train_weights(tmp: Path, small_file: Path, **recipe: Any) -> dict[str, np.n
     cfg = ConfigRecord({"server-round": 1, "epochs": 1, "lr": 0.05, "batch-size": 32,
                         "seed": 4} | recipe)
     msg = Message(RecordDict({P.ARRAYS: ArrayRecord(), P.CONFIG: cfg}), 1, "train")
-    reply = handle_train(msg, _ctx(tmp, small_file))
+    reply = app(msg, _ctx(tmp, small_file))  # a plain train message: through to the app
     assert reply.content.metric_records[P.METRICS]["num-examples"] == 128
     return {k: a.numpy() for k, a in reply.content.array_records[P.ARRAYS].items()}
 
@@ -205,14 +197,13 @@ def test_recipe_keys_change_the_trained_weights(tmp_path: Path, small_file: Path
     ({"augment-scale": 0.7}, "augment"),
     ({"augment-shift": True}, "augment-shift"),
 ])
-def test_bad_recipe_values_raise_protocol_error(tmp_path: Path, small_file: Path,
-                                                recipe: dict[str, Any], problem: str) -> None:
-    with pytest.raises(P.ProtocolError, match=problem):
+def test_bad_recipe_values_raise_node_config_error(tmp_path: Path, small_file: Path,
+                                                   recipe: dict[str, Any], problem: str) -> None:
+    with pytest.raises(NodeConfigError, match=problem):
         train_recipe(recipe)
     cfg = ConfigRecord({"server-round": 1, "epochs": 1, **recipe})
-    with pytest.raises(P.ProtocolError, match=problem):  # before any data is loaded or trained
-        handle_train(Message(RecordDict({P.CONFIG: cfg}), 1, "train"),
-                     _ctx(tmp_path, small_file))
+    with pytest.raises(NodeConfigError, match=problem):  # before any data is loaded or trained
+        app(Message(RecordDict({P.CONFIG: cfg}), 1, "train"), _ctx(tmp_path, small_file))
 
 
 def test_recipe_defaults_are_todays_behaviour() -> None:
@@ -226,63 +217,48 @@ def test_recipe_defaults_are_todays_behaviour() -> None:
 # ------------------------------------------------------------------ continuity, pure contributor
 def test_contributor_keeps_and_continues_its_own_model(tmp_path: Path,
                                                         small_file: Path) -> None:
+    """Under fusion the train messages carry no arrays: the fusion mod hands the app the
+    node's own model, kept in its context state from the round before."""
     from coopflower.blob import unpack_arrays
-    from coopflower.models import build_model
+    from coopflower.client.fusion_mod import OWN_MODEL
+    from coopflower.ledger import CoopLedger, connect
     from coopflower.storage import open_store
 
+    ledger = CoopLedger.deploy(connect())
     store = tmp_path / "store"
     ctx = _ctx(tmp_path, small_file)
 
-    def train(rnd: int, arrays: ArrayRecord) -> Message:
-        cfg = ConfigRecord({"server-round": rnd, "round": rnd, "mode": P.MODE_COOP,
-                            "epochs": 1, "task-id": 1, "chain-id": 1337, "store": str(store),
-                            "contract": "0x" + "11" * 20})
-        return handle_train(Message(RecordDict({P.ARRAYS: arrays, P.CONFIG: cfg}), 1,
-                                    "train"), ctx)
+    def train(rnd: int) -> Message:
+        coop = ConfigRecord({"server-round": rnd, "round": rnd, "task-id": 1, "fusion": True,
+                             "chain-id": ledger.chain.chain_id, "store": str(store),
+                             "contract": ledger.address, S.STAGE: S.TRAIN})
+        content = RecordDict({P.ARRAYS: ArrayRecord(), S.COOP: coop,
+                              P.CONFIG: ConfigRecord({"epochs": 1, "seed": 0})})
+        return app(Message(content, 1, "train"), ctx)
 
-    first = train(1, ArrayRecord())  # no global model: a fresh start, kept in the state
-    assert first.content.metric_records[P.METRICS]["continued-from-round"] == 0
-    info = ctx.state.config_records[PRIVATE_MODEL_INFO]
-    assert (info["model"], info["round"]) == ("table4", 1)
-    kept = {k: a.numpy() for k, a in ctx.state.array_records[PRIVATE_MODEL].items()}
+    def kept() -> dict[str, np.ndarray]:
+        return {k: a.numpy() for k, a in ctx.state.array_records[OWN_MODEL].items()}
+
+    first = train(1)  # no model of its own yet: the factory's fresh table4
     cid = bytes(first.content.config_records[P.SUBMISSION]["cid"])  # type: ignore[arg-type]
-    uploaded, _ = unpack_arrays(open_store(store).get(cid))
-    assert _same(kept, {k: np.asarray(v) for k, v in uploaded.items()})
-
-    second = train(2, ArrayRecord())  # the MetaModel stays home: continue from round 1
-    assert second.content.metric_records[P.METRICS]["continued-from-round"] == 1
-    assert ctx.state.config_records[PRIVATE_MODEL_INFO]["round"] == 2
-    assert not _same(kept, {k: a.numpy() for k, a in
-                            ctx.state.array_records[PRIVATE_MODEL].items()})
-
-    # a global model that fits is the starting point, as in FedAvg
-    fits = ArrayRecord(build_model("table4").state_dict())
-    third = train(3, fits)
-    assert third.content.metric_records[P.METRICS]["continued-from-round"] == 0
-
-    # a kept model of another architecture is not used
-    ctx.state.config_records[PRIVATE_MODEL_INFO] = ConfigRecord({"model": "table1_c1",
-                                                                 "round": 3})
-    fourth = train(4, ArrayRecord())
-    assert fourth.content.metric_records[P.METRICS]["continued-from-round"] == 0
+    uploaded, meta = unpack_arrays(open_store(store).get(cid))
+    assert meta["model"] == "table4" and _same(kept(), dict(uploaded))
+    loss1 = float(first.content.metric_records[P.METRICS]["train-loss"])  # type: ignore[arg-type]
+    round1 = kept()
+    second = train(2)  # continues from round 1's model: its loss starts far lower
+    assert not _same(round1, kept())
+    assert float(second.content.metric_records[P.METRICS]["train-loss"]) < loss1  # type: ignore[arg-type]
 
 
-def test_pure_contributor_refuses_to_verify_or_evaluate(tmp_path: Path,
-                                                         small_file: Path) -> None:
+def test_pure_contributor_refuses_to_evaluate(tmp_path: Path, small_file: Path) -> None:
     from coopflower.models import build_model
 
     ctx = _ctx(tmp_path, small_file, pid=1)  # verify-1 is empty
-    cfg = ConfigRecord({"server-round": 1, "round": 1, "task-id": 1, "chain-id": 1337,
-                        "contract": "0x" + "11" * 20, "store": str(tmp_path / "store"),
-                        "submission-ids": [0], "cids": [b"x"], "content-hashes": [b"y"],
-                        "min-accuracy-bps": 0})
-    with pytest.raises(P.ProtocolError, match="cannot verify: its partition file .* no "
-                                              "verification digits"):
-        handle_verify(Message(RecordDict({P.CONFIG: cfg}), 2, P.MSG_VERIFY), ctx)
     arrays = ArrayRecord(build_model("table4").state_dict())
-    with pytest.raises(P.ProtocolError, match="cannot evaluate"):
-        handle_evaluate(Message(RecordDict({P.ARRAYS: arrays, P.CONFIG: ConfigRecord()}), 2,
-                                "evaluate"), ctx)
+    with pytest.raises(NodeConfigError, match="cannot evaluate: its partition file .* no "
+                                              "verification digits"):
+        app(Message(RecordDict({P.ARRAYS: arrays, P.CONFIG: ConfigRecord()}), 2, "evaluate"),
+            ctx)
 
 
 # ------------------------------------------------------------------ make_client_app
@@ -299,7 +275,7 @@ def test_fill_node_config_lets_the_node_own_keys_win() -> None:
     assert fill_node_config({"model": "table4", "partition-file": "p.npz"}, msg, ctx,
                             handler) is msg
     assert seen == {"partition-id": 2, "model": "table1_c1", "partition-file": "p.npz"}
-    with pytest.raises(P.ProtocolError, match="not str/int/float/bool"):
+    with pytest.raises(NodeConfigError, match="not str/int/float/bool"):
         make_client_app({"partition-file": None})  # type: ignore[dict-item]
 
 
@@ -316,9 +292,9 @@ def test_simulated_contributors_continue_from_their_own_models(
     monkeypatch.setenv("RAY_TMPDIR", "/tmp/coopflower-ray")
     monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
     from flwr.serverapp import Grid, ServerApp
+    from flwr.serverapp.strategy import FedAvg
     from flwr.simulation import run_simulation
 
-    import coopflower.strategy.coordinated as coordinated
     from coopflower.app.data import test_indices
     from coopflower.app.server_app import initial_arrays
     from coopflower.fusion import FusionConfig, make_fusion_aggregate
@@ -343,19 +319,18 @@ def test_simulated_contributors_continue_from_their_own_models(
         factories=model_factories(), heads=PAPER_HEAD)
 
     calls: list[tuple[str, int, list[Message]]] = []
-    real = coordinated.send_and_receive
+    from coopflower.strategy import evaluation, publish, stages
+
+    real = stages.send_and_receive
 
     def recording(grid: Any, messages: Any, **kwargs: Any) -> list[Message]:
         msgs = list(messages)
         replies = real(grid, msgs, **kwargs)
-        cfg = msgs[0].content.config_records.get(P.CONFIG, ConfigRecord()) if msgs else {}
-        calls.append((msgs[0].metadata.message_type if msgs else "",
-                      P.get_int(cfg, "server-round", 0), replies))
+        coop = msgs[0].content.config_records.get(S.COOP, ConfigRecord()) if msgs else {}
+        calls.append((str(coop.get(S.STAGE, "")), P.get_int(coop, "server-round", 0), replies))
         return replies
 
-    from coopflower.strategy import publish, stages
-
-    for module in (coordinated, publish, stages):  # registration, train and verify
+    for module in (evaluation, publish, stages):  # registration, train and verify
         monkeypatch.setattr(module, "send_and_receive", recording)
     store = str(tmp_path / "store")
     out: dict[str, Any] = {}
@@ -364,8 +339,10 @@ def test_simulated_contributors_continue_from_their_own_models(
     @server.main()
     def main(grid: Grid, context: Context) -> None:
         strategy = CoordinatedStrategy(
-            task=TaskConfig(k=2, quorum=1, min_accuracy_bps=min_bps), store=store,
-            aggregate_fn=aggregate, min_available_nodes=3, min_train_nodes=3)
+            FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=3,
+                   min_train_nodes=3),
+            task=TaskConfig(k=2, quorum=1, metric="accuracy", min_metric=min_bps / 10000),
+            store=store, aggregate_fn=aggregate)
         out["result"] = strategy.start(
             grid=grid, initial_arrays=initial_arrays("table4"), num_rounds=2,
             train_config=ConfigRecord({"epochs": 1, "lr": 0.05, "batch-size": 32, "seed": 0,
@@ -388,7 +365,7 @@ def test_simulated_contributors_continue_from_their_own_models(
 
     pid_of = {}
     for kind, _, replies in calls:
-        if kind == P.MSG_REGISTER:
+        if kind == S.REGISTER:
             for m in replies:
                 r = m.content.config_records[P.REGISTRATION]
                 pid_of[r["address"]] = P.get_int(r, "partition-id")
@@ -401,7 +378,6 @@ def test_simulated_contributors_continue_from_their_own_models(
             pid = pid_of[m.content.config_records[P.SUBMISSION]["contributor"]]
             metrics = m.content.metric_records[P.METRICS]
             assert metrics["num-examples"] == sizes[pid][0]  # exactly the file's digits
-            assert metrics["continued-from-round"] == rnd - 1  # 0 in round 1, 1 in round 2
             loss[rnd, pid] = float(metrics["train-loss"])  # type: ignore[arg-type]
     for pid in range(3):  # continuing from a trained model: round 2 starts far lower
         assert loss[2, pid] < loss[1, pid], loss

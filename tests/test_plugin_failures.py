@@ -134,6 +134,22 @@ def test_a_wrapped_strategy_needs_the_apps_metric() -> None:
         CoordinatedStrategy(FedAvg(), task=TaskConfig(metric="eval_acc", min_metric=80))
 
 
+def test_the_coordinated_strategy_needs_a_strategy_to_wrap() -> None:
+    """No silent default: without the project's strategy (the paper app's own protocol of
+    earlier releases is gone) it says what to pass; aggregate_fn is for fusion only."""
+    task = TaskConfig(metric="eval_acc", min_metric=0.5)
+    with pytest.raises(StrategyError, match=r"pass it first, e\.g\. CoordinatedStrategy\(FedAvg"):
+        CoordinatedStrategy(task=task)
+    with pytest.raises(StrategyError, match="wraps the project's own Flower strategy"):
+        CoordinatedStrategy(None, task=task)
+    with pytest.raises(StrategyError, match="task's criterion is required"):
+        CoordinatedStrategy(FedAvg())
+    from coopflower.strategy.aggregate import weighted_average
+
+    with pytest.raises(StrategyError, match="aggregate_fn is for fusion only"):
+        CoordinatedStrategy(FedAvg(), task=task, aggregate_fn=weighted_average)
+
+
 def test_a_free_rider_is_refused_by_its_verifiers(tmp_path: Path) -> None:
     """Issue 11, attack 2: a contributor returns the global model it was sent. Before: its
     verifiers scored it like any model (8700-8967 bps) and it was paid. Now every verifier

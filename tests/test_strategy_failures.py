@@ -12,47 +12,45 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.simulation import run_simulation
 
-from coopflower.app import handlers
+from coopflower.app import client_app
 from coopflower.app.server_app import make_server_app
 from coopflower.app.settings import AppSettings
 from coopflower.client import protocol as P
+from coopflower.client import stages as S
 from coopflower.client.keys import NodeKey
 
 FORGER = NodeKey(bytes.fromhex("11" * 32), "")
-
-faulty_app = ClientApp()
 
 
 def _pid(context: Context) -> int:
     return int(context.node_config["partition-id"])
 
 
-@faulty_app.train()
-def train(msg: Message, context: Context) -> Message:
-    if _pid(context) == 0:
+def faults(msg: Message, context: Context, call_next: Any) -> Message:
+    """A Flower mod before the paper app's own mods: contributor 0 crashes while training,
+    verifier 1 crashes, verifier 2 relays votes signed by some other key."""
+    stage = S.stage_of(msg.content.config_records)
+    if stage == S.TRAIN and _pid(context) == 0:
         raise RuntimeError("contributor 0 crashed while training")
-    return handlers.handle_train(msg, context)
-
-
-@faulty_app.evaluate("verify")
-def verify(msg: Message, context: Context) -> Message:
-    if _pid(context) == 1:
+    if stage == S.VERIFY and _pid(context) == 1:
         raise RuntimeError("verifier 1 crashed")
-    reply = handlers.handle_verify(msg, context)
-    if _pid(context) == 2:  # relay votes signed by some other key
+    reply = call_next(msg, context)
+    if stage == S.VERIFY and _pid(context) == 2:
         from coopflower.client import duties
 
         rec = reply.content.config_records[P.VOTES]
-        cfg = msg.content.config_records[P.CONFIG]
-        sigs = [duties.sign_vote(FORGER, cfg, sid, bytes(32), True, 9999)
+        coop = msg.content.config_records[S.COOP]
+        sigs = [duties.sign_vote(FORGER, coop, sid, bytes(32), True, 9999)
                 for sid in P.get_list(rec, "submission-ids", int)]
         forged = ConfigRecord({**dict(rec), "signatures": sigs})
-        reply = Message(RecordDict({P.VOTES: forged, P.METRICS: reply.content.metric_records[
-            P.METRICS]}), reply_to=msg)
+        reply = Message(RecordDict({**dict(reply.content.items()), P.VOTES: forged}),
+                        reply_to=msg)
     return reply
 
 
-faulty_app.query("register")(handlers.handle_register)
+faulty_app = ClientApp(mods=[faults, client_app.paper_mod])
+faulty_app.train()(client_app.train)
+faulty_app.evaluate()(client_app.evaluate)
 
 
 def test_failed_nodes_are_recorded_and_the_round_goes_on(

@@ -1,5 +1,16 @@
 """The paper app's node: its settings (node config), its local MNIST digits and its training
-recipe (train config). Pure parsing and data loading; the handlers use them."""
+recipe (train config). Pure parsing and data loading; the app's ``train`` and ``evaluate``
+(``coopflower.app.client_app``) use them.
+
+Node config keys (``flower-supernode --node-config "..."``; simulation sets the first two):
+``partition-id``, ``num-partitions``, ``model`` (a Table I/IV name; default: the global model's
+architecture, else ``table4``), ``partition`` (``iid``, ``dirichlet``, ``labels``), ``alpha``,
+``labels`` (e.g. ``"0,1,2,3,4"``), ``data-seed``, ``mnist-dir``, ``partition-file`` (an ``.npz``
+of ``train-<pid>``/``verify-<pid>`` index arrays, written by
+``coopflower.app.data.write_partition_file``; when set it replaces ``partition``, ``alpha`` and
+``data-seed`` for the split, and an empty ``verify-<pid>`` makes a pure contributor). The keys
+coopflower's mod reads (``key-file``, ``store``) are the mod's, not the app's.
+"""
 
 from __future__ import annotations
 
@@ -14,61 +25,72 @@ import numpy as np
 import numpy.typing as npt
 
 from coopflower.app.data import node_split, parse_labels, partition_from_file
-from coopflower.client import protocol as P
 
 if TYPE_CHECKING:
     from coopflower.augment import Augment
 
-__all__ = ["DEFAULT_MODEL", "NodeSettings", "LocalData", "local_data", "TrainRecipe",
-           "train_recipe"]
+__all__ = ["DEFAULT_MODEL", "NodeConfigError", "NodeSettings", "LocalData", "local_data",
+           "TrainRecipe", "train_recipe", "config_float", "config_str"]
 
 DEFAULT_MODEL = "table4"
 
 
+class NodeConfigError(ValueError):
+    """A node config or train config value the paper app cannot use."""
+
+
+def config_float(cfg: Mapping[str, Any], key: str, default: float) -> float:
+    """A number from a config record (``default`` when absent); ``NodeConfigError`` otherwise."""
+    value = cfg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise NodeConfigError(f"config {key!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def config_str(cfg: Mapping[str, Any], key: str, default: str) -> str:
+    """A text from a config record (``default`` when absent); ``NodeConfigError`` otherwise."""
+    value = cfg.get(key, default)
+    if not isinstance(value, str):
+        raise NodeConfigError(f"config {key!r} must be text, got {type(value).__name__}")
+    return value
+
+
 @dataclass(frozen=True)
 class NodeSettings:
-    """A node's settings, read from its node config (see ``coopflower.client``)."""
+    """A node's settings, read from its node config (see the module docstring)."""
 
     partition_id: int
     num_partitions: int
-    key_file: Path
     model: str | None
     partition: str
     alpha: float
     labels: frozenset[int] | None
     data_seed: int
-    store: str | None
     mnist_dir: str | None
     partition_file: str | None = None
 
     @classmethod
     def from_node_config(cls, cfg: Mapping[str, Any]) -> NodeSettings:
-        """Parse a node config; raises ``ProtocolError`` on a bad value."""
+        """Parse a node config; raises ``NodeConfigError`` on a bad value."""
         try:
             pid = int(cfg.get("partition-id", 0))
             num = int(cfg.get("num-partitions", 1))
-            home = Path(os.environ.get("COOPFLOWER_HOME", "~/.coopflower"))
-            key_default = home / "keys" / f"node-{pid}.json"
-            key_file = Path(str(cfg.get("key-file", key_default))).expanduser()
-            store = str(cfg["store"]) if cfg.get("store") else None
             mnist_dir = str(cfg["mnist-dir"]) if cfg.get("mnist-dir") else None
             pfile = cfg.get("partition-file")
             partition_file = str(Path(str(pfile)).expanduser()) if pfile else None
             return cls(
                 partition_id=pid,
                 num_partitions=num,
-                key_file=key_file,
                 model=str(cfg["model"]) if cfg.get("model") else None,
                 partition=str(cfg.get("partition", "iid")),
                 alpha=float(cfg.get("alpha", 0.5)),
                 labels=parse_labels(str(cfg["labels"])) if cfg.get("labels") else None,
                 data_seed=int(cfg.get("data-seed", 0)),
-                store=store,
                 mnist_dir=mnist_dir,
                 partition_file=partition_file,
             )
         except (TypeError, ValueError) as exc:
-            raise P.ProtocolError(f"bad node config {dict(cfg)}: {exc}") from None
+            raise NodeConfigError(f"bad node config {dict(cfg)}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -139,24 +161,24 @@ def train_recipe(cfg: Mapping[str, Any]) -> TrainRecipe:
     default 0 = no augmentation, from a train config.
 
     Returns:
-        ``TrainRecipe``. Raises ``ProtocolError`` on a bad value.
+        ``TrainRecipe``. Raises ``NodeConfigError`` on a bad value.
     """
     from coopflower.augment import Augment
     from coopflower.training import LR_SCHEDULES
 
-    momentum = P.get_float(cfg, "momentum", 0.9)
+    momentum = config_float(cfg, "momentum", 0.9)
     if not 0.0 <= momentum < 1.0:
-        raise P.ProtocolError(f"config 'momentum' must be in [0, 1), got {momentum}")
-    schedule = P.get_str(cfg, "lr-schedule", "constant")
+        raise NodeConfigError(f"config 'momentum' must be in [0, 1), got {momentum}")
+    schedule = config_str(cfg, "lr-schedule", "constant")
     if schedule not in LR_SCHEDULES:
-        raise P.ProtocolError(f"config 'lr-schedule' must be one of {LR_SCHEDULES}, "
+        raise NodeConfigError(f"config 'lr-schedule' must be one of {LR_SCHEDULES}, "
                               f"got {schedule!r}")
-    shift, rotate, scale = (P.get_float(cfg, f"augment-{k}", 0.0)
+    shift, rotate, scale = (config_float(cfg, f"augment-{k}", 0.0)
                             for k in ("shift", "rotate", "scale"))
     augment = None
     if shift or rotate or scale:
         try:
             augment = Augment(shift=shift, rotate=rotate, scale=scale)
         except ValueError as exc:
-            raise P.ProtocolError(f"config augment-*: {exc}") from None
+            raise NodeConfigError(f"config augment-*: {exc}") from None
     return TrainRecipe(momentum=momentum, lr_schedule=schedule, augment=augment)

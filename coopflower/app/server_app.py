@@ -1,4 +1,5 @@
-"""The shipped ServerApp: the coordinated strategy (or the FedAvg baseline) on MNIST.
+"""The shipped ServerApp: the coordinated strategy around Flower's ``FedAvg`` (or the FedAvg
+baseline) on MNIST, with the paper's initial model and central evaluation on held-out digits.
 
 Run config keys: see ``coopflower.app.settings.AppSettings``.
 """
@@ -14,8 +15,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Result, Strategy
 
 from coopflower.app.settings import AppSettings
-from coopflower.strategy.coordinated import CoordinatedStrategy
-from coopflower.strategy.report import write_report
+from coopflower.strategy import write_report
 
 __all__ = ["app", "central_evaluator", "held_out_parts", "initial_arrays", "run_server",
            "make_server_app", "write_report"]
@@ -65,7 +65,7 @@ def central_evaluator(
 
     A MetaModel (fusion aggregation) is evaluated as the MetaModel its arrays encode.
     """
-    from coopflower.fusion.serialize import arrays_to_metamodel, is_metamodel_arrays
+    from coopflower.fusion import arrays_to_metamodel, is_metamodel_arrays
     from coopflower.models import build_model, model_factories
     from coopflower.training import evaluate_model, set_weights
 
@@ -101,30 +101,22 @@ def run_server(grid: Grid, settings: AppSettings) -> tuple[Strategy, Result]:
     """
     from coopflower.app.wiring import build_strategy
 
-    strategy = build_strategy(settings)
-    eval_idx = None
-    if settings.aggregation in ("I", "II") and isinstance(strategy, CoordinatedStrategy):
+    eval_idx, fusion_digits = None, None
+    if settings.strategy == "coordinated" and settings.aggregation in ("I", "II"):
         from coopflower.data.mnist import load_mnist
-        from coopflower.fusion.aggregate import make_fusion_aggregate
-        from coopflower.fusion.train import FusionConfig
-        from coopflower.models import PAPER_HEAD, model_factories
 
         data = load_mnist()
         parts = held_out_parts(data.labels, settings.seed)
         eval_idx = parts["eval"]
-        fusion = FusionConfig(epochs_stage1=settings.fusion_epochs,
-                              epochs_stage2=settings.fusion_epochs, seed=settings.seed)
-        strategy.aggregate_fn = make_fusion_aggregate(
-            data.images[parts["fusion"]], data.labels[parts["fusion"]],
-            "I" if settings.aggregation == "I" else "II", fusion,
-            factories=model_factories(), heads=PAPER_HEAD)
+        fusion_digits = {"images": data.images[parts["fusion"]],
+                         "labels": data.labels[parts["fusion"]]}
+    strategy = build_strategy(settings, fusion_digits)
     train_config = ConfigRecord({
         "epochs": settings.epochs,
         "lr": settings.lr,
         "batch-size": settings.batch_size,
         "seed": settings.seed,
         "model": settings.model,
-        "store": settings.store_spec(),
     })
     result = strategy.start(
         grid=grid,

@@ -96,6 +96,10 @@ class AppSettings:
         if s.aggregation not in AGGREGATIONS:
             raise SettingsError(f"aggregation must be one of {AGGREGATIONS}, got "
                                 f"{s.aggregation!r}")
+        if s.encryption and s.aggregation != "average":
+            raise SettingsError("encryption with aggregation I or II: coopflower's IVHE mod and "
+                                "its fusion mod do not combine (the paper's encrypted fusion, "
+                                "Case II, runs in experiments.cases.case2)")
         if s.fusion_epochs < 1:
             raise SettingsError(f"fusion-epochs must be >= 1, got {s.fusion_epochs}")
         if not 0 <= s.min_accuracy_bps <= 10000:

@@ -16,8 +16,8 @@ the node config is the app's own.
 
 Modules: ``mod`` (the mod), ``stages`` (its protocol: the ``coop`` record and stage names),
 ``duties`` (store, hash and sign), ``keys`` (the node key), ``protocol`` (record names and
-typed getters shared with the strategy). The paper's MNIST app, which predates the mod and
-uses its own handlers, is ``coopflower.app``.
+typed getters shared with the strategy), ``ivhe_mod`` and ``fusion_mod`` (the mod for IVHE and
+fusion tasks). The paper's MNIST app, ``coopflower.app``, is an app like any other on them.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """A node's duties beside training: publish a model (store, hash, sign), sign its consent and
 its votes. Thin adapters over the store and the ledger's EIP-712 signing; the node key never
-leaves this process. What a verdict is (``Verdict``) is shared by ``coop_mod`` and the paper
-app's own judge (``coopflower.app.judge``).
+leaves this process.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from coopflower.client.keys import NodeKey
 if TYPE_CHECKING:
     from coopflower.storage.base import ContentStore
 
-__all__ = ["Submission", "Verdict", "make_submission", "sign_vote", "open_store",
+__all__ = ["Submission", "make_submission", "sign_vote", "open_store",
            "sign_registration", "model_digest", "DutyError"]
 
 
@@ -33,24 +32,6 @@ class Submission:
     content_hash: bytes
     signature: bytes
     store_seconds: float
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """A verifier's judgement of one model.
-
-    ``approve`` iff the blob matched its CID and content hash, unpacked into the task's
-    model, and reached the task's criterion on the verifier's data; ``accuracy_bps`` its score
-    (0 when unusable); ``reason`` why it was rejected ("" when approved); ``fetched_bytes``,
-    ``num_examples`` and ``compute_seconds`` (evaluation only).
-    """
-
-    approve: bool
-    accuracy_bps: int
-    reason: str
-    fetched_bytes: int
-    num_examples: int
-    compute_seconds: float
 
 
 @functools.lru_cache(maxsize=4)

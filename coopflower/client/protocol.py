@@ -1,26 +1,10 @@
-"""The message protocol between the coordinated strategy and the contributors' ClientApp.
+"""Record names and typed getters shared by the coordinated strategy and coopflower's mods.
 
 Pure names and small helpers, no heavy imports: both the ServerApp and each (short-lived)
-client process import it.
-
-Messages (``RecordDict`` keys, ``ConfigRecord`` fields):
-
-- ``query.register`` -> ``@app.query("register")``: the node answers with ``registration``
-  ``{address, signature}`` (its consent to be registered, signed with its own key).
-- ``train`` -> ``@app.train()``: ``arrays`` (the global model, may be empty) and ``config``
-  ``{server-round, mode, task-id, round, epochs, lr, batch-size, seed, store, chain-id,
-  contract}`` and optionally the local recipe ``{momentum, lr-schedule, augment-shift,
-  augment-rotate, augment-scale}``. In ``mode="coop"`` the contributor uploads its blob and
-  answers with ``submission`` ``{cid, content-hash, signature, contributor, model}`` and
-  ``metrics`` (``continued-from-round``: the round of its own model it continued from, 0 when
-  it started from the global model or from scratch); in ``mode="fedavg"`` it answers like any
-  Flower client, with ``arrays`` and ``metrics``.
-- ``evaluate.verify`` -> ``@app.evaluate("verify")``: ``config`` ``{server-round, task-id,
-  round, submission-ids, cids, content-hashes, min-accuracy-bps, store, chain-id, contract}``;
-  the verifier answers with ``votes`` ``{submission-ids, approve, signatures, accuracy-bps,
-  verifier}`` and ``metrics``.
-- ``evaluate`` -> ``@app.evaluate()``: Flower's federated evaluation of ``arrays`` on the
-  node's verification data.
+client process import it. The coordination stages and the ``coop`` record they travel in are
+``coopflower.client.stages``; the app's own records keep Flower's names (``arrays``,
+``config``, ``metrics``), and the mods' replies add ``registration``, ``submission`` and
+``votes``.
 """
 
 from __future__ import annotations
@@ -30,9 +14,6 @@ from typing import Any
 
 __all__ = [
     "MSG_REGISTER",
-    "MSG_VERIFY",
-    "MODE_COOP",
-    "MODE_FEDAVG",
     "ProtocolError",
     "get_int",
     "get_float",
@@ -40,10 +21,9 @@ __all__ = [
     "get_list",
 ]
 
+# the message type of an earlier release's registration (``coopflower.strategy.publish``
+# still names it in a branch no strategy takes: every registration is the ``register`` stage)
 MSG_REGISTER = "query.register"
-MSG_VERIFY = "evaluate.verify"
-MODE_COOP = "coop"
-MODE_FEDAVG = "fedavg"
 
 # record keys
 ARRAYS = "arrays"

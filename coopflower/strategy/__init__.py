@@ -14,6 +14,7 @@ from coopflower.strategy.coordinated import (
     StrategyError,
     TaskConfig,
 )
+from coopflower.strategy.report import write_report
 
 __all__ = [
     "AcceptedModel",
@@ -26,4 +27,5 @@ __all__ = [
     "StrategyError",
     "TaskConfig",
     "weighted_average",
+    "write_report",
 ]

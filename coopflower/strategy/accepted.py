@@ -1,8 +1,9 @@
 """The aggregate stage: fetch the accepted models by CID, check them, aggregate, store.
 
-The wrapped strategy's inner strategy aggregates (on replies rebuilt from the blobs and the
-contributors' own metrics); the paper app's protocol uses the pluggable ``aggregate_fn``. The
-result is stored by CID; its CID and content hash go on chain in the record step.
+The inner strategy aggregates (on replies rebuilt from the blobs and the contributors' own
+metrics), or, with fusion, the strategy's ``aggregate_fn`` fuses them into the initiator's
+MetaModel. The result is stored by CID; its CID and content hash go on chain in the record
+step.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def aggregate(s: CoordinatedStrategy, st: RoundState,
         # aggregate (and fuse) to the same result, whatever the timing
         subs = sorted((st.by_id[sid] for sid in accepted_ids), key=lambda sub: bytes(sub.cid))
         models = fetch(s, rnd, subs)
-        if s.inner is not None and not s.fusing:
+        if s.aggregate_fn is None:
             agg = _inner_aggregate(s, st, models)
         else:
             agg = s.aggregate_fn(models, {k: np.asarray(a.numpy())
@@ -61,7 +62,6 @@ def _inner_aggregate(s: CoordinatedStrategy, st: RoundState,
                      models: Sequence[AcceptedModel]) -> dict[str, Any] | None:
     """The accepted models aggregated by the inner strategy (its metrics kept for the round's
     train metrics)."""
-    assert s.inner is not None
     reply_of = {sub.cid: m for sub, m in zip(st.subs, st.replies, strict=True)}
     for m in models:
         if m.cid not in reply_of:  # on chain without a train reply to the initiator

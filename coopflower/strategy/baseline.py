@@ -12,7 +12,6 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from coopflower.client import protocol as P
 from coopflower.strategy.metering import ByteMeter
 
 __all__ = ["FedAvgBaseline", "RoundLogFn"]
@@ -56,9 +55,8 @@ class FedAvgBaseline(FedAvg):
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """FedAvg's messages, with ``mode="fedavg"`` in the config."""
+        """FedAvg's messages, metered; opens the round's wall time."""
         self._t0[server_round] = time.perf_counter()
-        config["mode"] = P.MODE_FEDAVG
         msgs = list(super().configure_train(server_round, arrays, config, grid))
         self.meter.add_sent(server_round, msgs)
         return msgs

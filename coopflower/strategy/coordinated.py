@@ -1,25 +1,32 @@
-"""The coordinated strategy: the paper's blockchain-coordinated round as a Flower strategy.
+"""The coordinated strategy: the paper's blockchain-coordinated round around a Flower strategy.
 
-``CoordinatedStrategy`` subclasses Flower's ``FedAvg`` and overrides ``start()`` with the same
-signature and ``Result``, so a ServerApp swaps it in for ``FedAvg`` with no other change::
+``CoordinatedStrategy`` wraps the project's own strategy (as Flower's DP wrappers wrap one) and
+overrides ``start()`` with the same signature and ``Result``, so a ServerApp's ``FedAvg(...)``
+becomes::
 
-    strategy = CoordinatedStrategy(task=TaskConfig(k=3, min_accuracy_bps=8000))
+    strategy = CoordinatedStrategy(FedAvg(fraction_train=1.0),
+                                   task=TaskConfig(k=3, metric="accuracy", min_metric=0.8))
     result = strategy.start(grid=grid, initial_arrays=arrays, num_rounds=3)
+
+The nodes run coopflower's mod around the app's own handlers (``ClientApp(mods=[coop_mod])``).
 
 Before the first round every node signs its consent and the strategy registers them on the
 contract in one transaction (the strategy pays their deposits). Each round then:
 
 1. open: the contract opens the round.
-2. train: contributors train, upload their blob, and return CID, content hash and an
-   EIP-712 signature; the strategy checks each signature and relays all in one transaction.
+2. train: the inner strategy samples the contributors; they train (the app's own train),
+   upload their blob, and return CID, content hash and an EIP-712 signature; the strategy
+   checks each signature and relays all in one transaction.
 3. assign: verifiers come from the hash of a block mined after the submission window closed,
    computed off chain exactly as the contract checks it.
-4. verify: each verifier gets its own assignments (``evaluate.verify``) and returns signed
-   votes; the strategy checks them and relays all in one transaction.
+4. verify: each verifier gets its own assignments (the ``verify`` stage) and returns signed
+   votes, scored by the app's own evaluate; the strategy checks them and relays all in one
+   transaction.
 5. settle: the contract tallies (majority of votes cast, with quorum), pays and penalises;
    without every vote, settlement waits for the voting deadline.
-6. aggregate: the accepted models are fetched by CID, checked, and aggregated by a pluggable
-   function (weighted averaging by default); the result's CID is recorded on chain.
+6. aggregate: the accepted models are fetched by CID, checked, and aggregated by the inner
+   strategy (or fused, ``aggregate_fn=make_fusion_aggregate(...)``); the result's CID is
+   recorded on chain. Then the inner strategy's federated evaluation, and ``evaluate_fn``.
 
 Nodes that time out or answer with errors are recorded in the round's report, and the round
 goes on with the rest. A line is printed per phase per round.
@@ -42,20 +49,17 @@ import io
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
 from typing import Any, TextIO
 
-import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, Result, Strategy
+from flwr.serverapp.strategy import Result, Strategy
 from flwr.supercore import log
 
-from coopflower.client.stages import IVHE_METRIC
-from coopflower.strategy import accepted, publish, settlement, stages
-from coopflower.strategy.aggregate import AggregateFn, weighted_average
-from coopflower.strategy.messaging import send_and_receive
+from coopflower.strategy import accepted, evaluation, publish, settlement, stages
+from coopflower.strategy.aggregate import AggregateFn
 from coopflower.strategy.metering import ByteMeter
 from coopflower.strategy.progress import PhaseLog
 from coopflower.strategy.replies import tally_votes
@@ -68,23 +72,25 @@ from coopflower.strategy.rounds import (
 )
 from coopflower.strategy.settlement import ChainTail
 from coopflower.strategy.stages import RoundState
-from coopflower.strategy.task import StrategyError, TaskConfig
+from coopflower.strategy.task import StrategyError, TaskConfig, check_options
 
 __all__ = ["CoordinatedStrategy", "TaskConfig", "RoundReport", "NodeFailure", "StrategyError",
            "reports_table", "failure_lines"]
 
 
-class CoordinatedStrategy(FedAvg):
+class CoordinatedStrategy(Strategy):
     """The coordinated round (see the module docstring).
 
     Args:
         strategy: the project's own Flower strategy to wrap (``FedAvg``, ``FedProx``,
-            ``FedAdam``, ``FedMedian``, ``Krum``, ...): it samples the contributors with the
-            user's ``train_config``, aggregates the accepted models and runs the federated
-            evaluation with ``evaluate_config``; nodes run ``coop_mod`` around the app's own
-            handlers and the task names the app's metric. ``None``: the paper app's protocol
-            (coopflower's own handlers), sampling by ``fedavg_kwargs`` and ``aggregate_fn``.
-        task: the task's rules (published on first use unless ``task_id`` is given).
+            ``FedAdam``, ``FedMedian``, ``Krum``, ...), required: it samples the contributors
+            with the user's ``train_config`` (and its ``min_available_nodes`` and
+            ``min_train_nodes`` are waited for), aggregates the accepted models and runs the
+            federated evaluation with ``evaluate_config``; nodes run ``coop_mod`` around the
+            app's own handlers.
+        task: the task's rules, required: ``TaskConfig(metric=<the key the app's evaluate
+            returns>, min_metric=<its threshold>)`` (published on first use unless ``task_id``
+            is given).
         chain: a JSON-RPC URL, or ``None`` for ``$COOPFLOWER_CHAIN`` or else the embedded
             in-process EVM (``private_key`` and ``contract`` likewise default to
             ``$COOPFLOWER_CHAIN_KEY`` and ``$COOPFLOWER_CONTRACT``; ``$COOPFLOWER_REPORT`` names
@@ -97,13 +103,12 @@ class CoordinatedStrategy(FedAvg):
         store: the storage spec (directory or IPFS RPC URL) the initiator and, unless their
             node config says otherwise, the nodes use (default: ``$COOPFLOWER_STORE``, else
             the embedded store's folder).
-        aggregate_fn: turns the accepted models into the new global arrays (default:
-            weighted averaging; with a wrapped strategy only fusion, which then replaces the
-            inner strategy's aggregation and its federated evaluation, and the nodes run
-            ``coopflower.client.fusion_mod``). Without a wrapped strategy (default:
-            weighted averaging; the MetaModel fusion plugs in here). When it has a true
-            ``produces_metamodel`` attribute (``coopflower.fusion.make_fusion_aggregate``),
-            rounds after the first send no arrays down: contributors continue their own models.
+        aggregate_fn: fusion of the accepted models into the initiator's MetaModel
+            (``coopflower.fusion.make_fusion_aggregate``, whose ``produces_metamodel`` is
+            true), which replaces the inner strategy's aggregation and its federated
+            evaluation; the train messages then carry no arrays and the nodes run
+            ``coopflower.client.fusion_mod``, which continues each contributor's own model.
+            ``None`` (default): the inner strategy aggregates.
         verify_timeout: seconds to wait for votes (default: ``start``'s ``timeout``).
         encryption: ``"elementwise"`` to have contributors encrypt their models' first layer
             with IVHE under the initiator's public key (published by CID), verifiers evaluate
@@ -118,8 +123,9 @@ class CoordinatedStrategy(FedAvg):
             failing with a ``StrategyError`` that says how many are there.
         close_at_end: after the last round, close the task the strategy published and release
             every participant's deposit (a task given by ``task_id`` is left open).
-        **fedavg_kwargs: sampling settings passed to ``FedAvg`` (``fraction_train``,
-            ``min_train_nodes``, ``min_available_nodes``, ...).
+
+    Raises ``StrategyError`` at construction when something required is missing or the
+    options do not fit together, saying what to pass.
     """
 
     def __init__(
@@ -133,7 +139,7 @@ class CoordinatedStrategy(FedAvg):
         ledger: Any = None,
         task_id: int | None = None,
         store: str | None = None,
-        aggregate_fn: AggregateFn = weighted_average,
+        aggregate_fn: AggregateFn | None = None,
         verify_timeout: float | None = None,
         progress: TextIO | None = sys.stderr,
         encryption: str | None = None,
@@ -143,28 +149,9 @@ class CoordinatedStrategy(FedAvg):
         pipeline: bool = True,
         connect_timeout: float = 60.0,
         close_at_end: bool = True,
-        **fedavg_kwargs: Any,
     ) -> None:
-        super().__init__(**fedavg_kwargs)
-        self.inner = strategy
-        self.task = task or TaskConfig()
-        if strategy is not None and not self.task.metric:
-            raise StrategyError("a wrapped strategy needs the task's criterion: "
-                                "TaskConfig(metric=<the key your evaluate returns>, "
-                                "min_metric=<its threshold>)")
-        if strategy is not None and self.task.min_metric is None:
-            raise StrategyError(f"TaskConfig(metric={self.task.metric!r}) needs min_metric, "
-                                "the threshold a model must reach")
-        self.task.threshold_bps()  # a bad threshold fails here, not mid-run
-        if strategy is not None and encryption and self.task.metric != IVHE_METRIC:
-            raise StrategyError(f"with IVHE encryption the verifiers score models in "
-                                f"cipherspace: TaskConfig(metric={IVHE_METRIC!r}, ...) and, "
-                                "on the nodes, coopflower.client.ivhe_mod.make_ivhe_mod")
-        if strategy is not None and aggregate_fn is not weighted_average and not getattr(
-                aggregate_fn, "produces_metamodel", False):
-            raise StrategyError("with a wrapped strategy the inner strategy aggregates: pass "
-                                "either a strategy or aggregate_fn, not both (fusion, "
-                                "make_fusion_aggregate(...), is the exception)")
+        self.inner: Strategy = check_options(strategy, task, encryption, aggregate_fn)
+        self.task: TaskConfig = task  # type: ignore[assignment]  # checked just above
         # an operator points an app's unchanged code at a chain through the environment
         self.chain_url = chain or os.environ.get("COOPFLOWER_CHAIN") or None
         self.private_key = private_key or os.environ.get("COOPFLOWER_CHAIN_KEY") or None
@@ -195,16 +182,44 @@ class CoordinatedStrategy(FedAvg):
         self.secret_key: Any = None
         self.ivhe_key_cid: bytes | None = None
 
+    # ------------------------------------------------------------------ Flower's Strategy
+    @property
+    def min_available_nodes(self) -> int:
+        """The inner strategy's ``min_available_nodes`` (0 when it has none)."""
+        return int(getattr(self.inner, "min_available_nodes", 0))
+
+    @property
+    def min_train_nodes(self) -> int:
+        """The inner strategy's ``min_train_nodes`` (0 when it has none)."""
+        return int(getattr(self.inner, "min_train_nodes", 0))
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        """The inner strategy's (``start`` adds the coordination stage to its messages)."""
+        return self.inner.configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message],
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """The inner strategy's (``start`` calls it on the accepted models only)."""
+        return self.inner.aggregate_train(server_round, replies)
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        """The inner strategy's federated evaluation."""
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message],
+                           ) -> MetricRecord | None:
+        """The inner strategy's federated evaluation."""
+        return self.inner.aggregate_evaluate(server_round, replies)
+
     # ------------------------------------------------------------------ set-up
     def summary(self) -> None:
-        """Log the task and backends."""
-        if self.inner is not None:
-            self.inner.summary()
-        else:
-            super().summary()
+        """Log the inner strategy, the task and backends."""
+        self.inner.summary()
         t = self.task
         log(INFO, "\t└──> Coordination: k=%d quorum=%d criterion %s >= %d bps, chain=%s, "
-            "store=%s", t.k, t.quorum, t.metric or "accuracy", t.threshold_bps(),
+            "store=%s", t.k, t.quorum, t.metric, t.threshold_bps(),
             self.chain_url or "embedded", self.store_spec or "embedded (default folder)")
 
     def open_store(self) -> Any:
@@ -265,26 +280,25 @@ class CoordinatedStrategy(FedAvg):
                 result.evaluate_metrics_serverapp[0] = res
 
         pending: ChainTail | None = None
-        wrapped_run = self.inner is not None
         try:
             for rnd in range(1, num_rounds + 1):
                 report, tail = self._round(grid, rnd, arrays, train_config, timeout, pending,
                                            pipeline=self.pipeline and rnd < num_rounds,
                                            evaluate_config=evaluate_config)
                 if pending is not None:  # joined inside the round, before its open
-                    record_result(result, pending.report, wrapped_run)
+                    record_result(result, pending.report)
                 pending = tail
                 report.failures[:0] = reg_failures if rnd == 1 else []
                 self.reports.append(report)
                 if report.new_arrays is not None:
                     arrays = result.arrays = report.new_arrays
                 if tail is None:
-                    record_result(result, report, wrapped_run)
-                if wrapped_run and not self.fusing:  # a MetaModel fits no node's app
-                    self._federated_evaluate(grid, rnd, arrays, evaluate_config, timeout,
-                                             result)
+                    record_result(result, report)
+                if not self.fusing:  # a MetaModel fits no node's app
+                    evaluation.federated(self, grid, rnd, arrays, evaluate_config, timeout,
+                                         result)
                 if evaluate_fn:
-                    self._central_evaluate(evaluate_fn, rnd, arrays, result)
+                    evaluation.central(self, evaluate_fn, rnd, arrays, result)
         finally:
             if pending is not None:  # only after an error: the last round never pipelines
                 pending.wait()
@@ -311,18 +325,6 @@ class CoordinatedStrategy(FedAvg):
         publish.check_registered(self, len(node_ids), failures)
         return failures
 
-    def _central_evaluate(self, evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None],
-                          rnd: int, arrays: ArrayRecord, result: Result) -> None:
-        """The user's ``evaluate_fn`` on the new global model, shown as the round's last
-        phase."""
-        with self.phases.phase(rnd, "evaluate") as rec:
-            res = evaluate_fn(rnd, arrays)
-            rec.detail = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                   for k, v in (res or {}).items()) or "no metrics"
-        log(INFO, "\t└──> central evaluation: %s", res)
-        if res is not None:
-            result.evaluate_metrics_serverapp[rnd] = res
-
     def _finish(self, result: Result, arrays: ArrayRecord) -> Result:
         if len(result.arrays) == 0:
             result.arrays = arrays
@@ -333,26 +335,6 @@ class CoordinatedStrategy(FedAvg):
 
             write_report(self.report_file, self, result)
         return result
-
-    def _federated_evaluate(self, grid: Grid, rnd: int, arrays: ArrayRecord,
-                            evaluate_config: ConfigRecord | None, timeout: float,
-                            result: Result) -> None:
-        """Flower's federated evaluation by the inner strategy (plain evaluate messages,
-        which ``coop_mod`` passes to the app untouched)."""
-        assert self.inner is not None
-        msgs = list(self.inner.configure_evaluate(rnd, arrays, evaluate_config or ConfigRecord(),
-                                                  grid))
-        if not msgs:
-            return
-        with self.phases.phase(rnd, "fed-eval") as rec:
-            self.meter.add_sent(rnd, msgs)
-            replies = send_and_receive(grid, msgs, timeout=timeout)
-            self.meter.add_received(rnd, replies)
-            metrics = self.inner.aggregate_evaluate(rnd, replies)
-            rec.detail = (f"{type(self.inner).__name__}'s federated evaluation on "
-                          f"{len(replies)} nodes")
-        if metrics is not None:
-            result.evaluate_metrics_clientapp[rnd] = metrics
 
     def _round(
         self, grid: Grid, rnd: int, arrays: ArrayRecord, train_config: ConfigRecord,
@@ -412,22 +394,12 @@ class CoordinatedStrategy(FedAvg):
         report.wall_seconds = time.perf_counter() - st.started
         return report, tail
 
-    def sample_contributors(self, rnd: int) -> list[int]:
-        """The paper app's protocol: ``fraction_train`` of the registered nodes (at least
-        ``min_train_nodes``), drawn reproducibly from the round and the task."""
-        node_ids = list(self.addresses)
-        n_train = max(int(len(node_ids) * self.fraction_train),
-                      min(self.min_train_nodes, len(node_ids)), 1)
-        if n_train < len(node_ids):
-            rng = np.random.default_rng([rnd, int(self.task_id or 0)])
-            node_ids = [int(n) for n in rng.choice(node_ids, n_train, replace=False)]
-        return node_ids
-
     @property
     def fusing(self) -> bool:
         """Whether the aggregation fuses the accepted models into the initiator's MetaModel
         (``make_fusion_aggregate``): contributors then keep their own models."""
-        return bool(getattr(self.aggregate_fn, "produces_metamodel", False))
+        return self.aggregate_fn is not None
 
-    # the names earlier releases (and their tests) used
+    # the name earlier releases (and their tests) used
     _open_store = open_store
+

@@ -57,16 +57,10 @@ class RoundReport:
     verify_metrics: MetricRecord = field(default_factory=MetricRecord)
 
 
-def record_result(result: Result, report: RoundReport, federated: bool = False) -> None:
-    """Put a finished round's train and verification metrics into Flower's ``Result``.
-
-    With ``federated`` (a wrapped strategy) ``evaluate_metrics_clientapp`` holds the inner
-    strategy's federated evaluation, so the verification figures join the train metrics
-    (prefixed ``verify-``)."""
-    if not federated:
-        result.train_metrics_clientapp[report.server_round] = report.train_metrics
-        result.evaluate_metrics_clientapp[report.server_round] = report.verify_metrics
-        return
+def record_result(result: Result, report: RoundReport) -> None:
+    """Put a finished round's train and verification metrics into Flower's ``Result``:
+    ``evaluate_metrics_clientapp`` holds the inner strategy's federated evaluation, so the
+    verification figures join the train metrics (prefixed ``verify-``)."""
     merged = dict(report.train_metrics)
     merged.update({f"verify-{k}": v for k, v in report.verify_metrics.items()})
     result.train_metrics_clientapp[report.server_round] = MetricRecord(merged)

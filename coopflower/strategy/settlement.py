@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 from flwr.app import Message, MetricRecord
 
-from coopflower.strategy.replies import metric
 from coopflower.strategy.rounds import RoundReport
 from coopflower.strategy.task import StrategyError
 
@@ -125,23 +124,16 @@ def record_metamodel(s: CoordinatedStrategy, st: RoundState,
             rec.detail = "nothing to record"
     report.tx = s.ledger.chain.tx_count - st.tx0
     report.phase_seconds = s.phases.seconds(st.rnd)
-    report.train_metrics = train_metrics(st.replies, report, wrapped=s.inner is not None)
+    report.train_metrics = train_metrics(st.replies, report)
 
 
-def train_metrics(replies: Sequence[Message], report: RoundReport,
-                  wrapped: bool) -> MetricRecord:
-    """The round's train metrics: counts, and the app's own metrics as the inner strategy
-    aggregated them (wrapped) or the example-weighted train loss and accuracy (paper app)."""
+def train_metrics(replies: Sequence[Message], report: RoundReport) -> MetricRecord:
+    """The round's train metrics: counts, and the app's own metrics of the accepted models as
+    the inner strategy aggregated them."""
     out: dict[str, int | float | list[int] | list[float]] = {
         "submissions": len(replies),
         "accepted": report.accepted,
         "tx": report.tx,
     }
-    if wrapped:
-        out.update(dict(report.app_train_metrics or {}))
-        return MetricRecord(out)
-    n = [metric(m, "num-examples") for m in replies]
-    total = sum(n) or 1.0
-    for key in ("train-loss", "train-accuracy"):
-        out[key] = sum(w * metric(m, key) for w, m in zip(n, replies, strict=True)) / total
+    out.update(dict(report.app_train_metrics or {}))
     return MetricRecord(out)

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
-from coopflower.client import protocol as P
 from coopflower.ledger.eip712 import SignedSubmission, SignedVote
 from coopflower.strategy import wrapped
 from coopflower.strategy.messaging import send_and_receive
@@ -122,31 +121,19 @@ def _exchange(s: CoordinatedStrategy, st: RoundState, phase: str, grid: Grid,
 
 def train_messages(s: CoordinatedStrategy, st: RoundState, grid: Grid,
                    train_config: ConfigRecord) -> tuple[list[Message], list[int]]:
-    """The round's train messages and the node ids they go to: the inner strategy's sampling
-    (wrapped), or ``fraction_train`` of the registered nodes (the paper app's protocol)."""
+    """The round's train messages (the inner strategy's sampling and the user's config, with
+    the ``train`` stage added) and the node ids they go to."""
     base = {**s.base_config(), "server-round": st.rnd, "round": st.report.chain_round}
-    if s.inner is not None:
-        # with fusion the global arrays are the initiator's MetaModel: the nodes' fusion mod
-        # hands each app its own private model instead
-        arrays = ArrayRecord() if s.fusing else st.arrays
-        if s.fusing:
-            base["fusion"] = True
-        msgs, outsiders = wrapped.train_messages(s.inner, grid, st.rnd, arrays, train_config,
-                                                 s.addresses, base)
-        for nid in outsiders:
-            st.fail("train", nid, "sampled by the inner strategy but not registered: left out")
-        return msgs, [m.metadata.dst_node_id for m in msgs]
-    from coopflower.fusion.serialize import is_metamodel_arrays
-
-    node_ids = s.sample_contributors(st.rnd)
-    # a MetaModel (fusion aggregation) is the initiator's, not a starting point for the
-    # contributors' own architectures, so it stays home: after round 1 the contributors
-    # continue their own private models (even before any MetaModel exists)
-    fusing = st.rnd > 1 and s.fusing
-    to_nodes = ArrayRecord() if fusing or is_metamodel_arrays(st.arrays) else st.arrays
-    cfg = ConfigRecord({**dict(train_config), **base, "mode": P.MODE_COOP})
-    content = RecordDict({P.ARRAYS: to_nodes, P.CONFIG: cfg})
-    return [Message(content, nid, "train") for nid in node_ids], node_ids
+    # with fusion the global arrays are the initiator's MetaModel: the nodes' fusion mod
+    # hands each app its own private model instead
+    arrays = ArrayRecord() if s.fusing else st.arrays
+    if s.fusing:
+        base["fusion"] = True
+    msgs, outsiders = wrapped.train_messages(s.inner, grid, st.rnd, arrays, train_config,
+                                             s.addresses, base)
+    for nid in outsiders:
+        st.fail("train", nid, "sampled by the inner strategy but not registered: left out")
+    return msgs, [m.metadata.dst_node_id for m in msgs]
 
 
 def submit(s: CoordinatedStrategy, st: RoundState) -> None:
@@ -219,7 +206,7 @@ def verify_messages(s: CoordinatedStrategy, st: RoundState, per_node: dict[int, 
                     evaluate_config: ConfigRecord | None) -> list[Message]:
     """One verify message per verifier with its assignments (ids, CIDs, content hashes)."""
     out = []
-    global_cid = _store_global(s, st) if s.inner is not None and not s.fusing else b""
+    global_cid = b"" if s.fusing else _store_global(s, st)
     for nid, sids in per_node.items():
         vcfg = {
             **s.base_config(), "server-round": st.rnd, "round": st.report.chain_round,
@@ -227,17 +214,13 @@ def verify_messages(s: CoordinatedStrategy, st: RoundState, per_node: dict[int, 
             "cids": [st.by_id[sid].cid for sid in sids],
             "content-hashes": [st.by_id[sid].content_hash for sid in sids],
         }
-        if s.inner is not None:
-            vcfg.update({"metric": s.task.metric, "min-metric-bps": s.task.threshold_bps()})
-            if s.fusing:  # each blob is checked against the architecture it names
-                vcfg["fusion"] = True
-            elif global_cid:  # verifiers refuse the model a contributor was sent, unchanged
-                vcfg["global-cid"] = global_cid
-            shapes_of = ArrayRecord() if s.fusing else st.arrays
-            out.append(wrapped.verify_message(nid, vcfg, shapes_of, evaluate_config))
-        else:
-            vcfg["min-accuracy-bps"] = s.task.min_accuracy_bps
-            out.append(Message(RecordDict({P.CONFIG: ConfigRecord(vcfg)}), nid, P.MSG_VERIFY))
+        vcfg.update({"metric": s.task.metric, "min-metric-bps": s.task.threshold_bps()})
+        if s.fusing:  # each blob is checked against the architecture it names
+            vcfg["fusion"] = True
+        elif global_cid:  # verifiers refuse the model a contributor was sent, unchanged
+            vcfg["global-cid"] = global_cid
+        shapes_of = ArrayRecord() if s.fusing else st.arrays
+        out.append(wrapped.verify_message(nid, vcfg, shapes_of, evaluate_config))
     return out
 
 

@@ -8,8 +8,13 @@ evaluate returns and the threshold a model must reach.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["StrategyError", "TaskConfig"]
+from flwr.serverapp.strategy import Strategy
+
+from coopflower.client.stages import IVHE_METRIC
+
+__all__ = ["StrategyError", "TaskConfig", "check_options"]
 
 
 class StrategyError(RuntimeError):
@@ -21,16 +26,14 @@ class TaskConfig:
     """The task the initiator publishes (windows in blocks, amounts in wei).
 
     ``k`` verifiers per submission, ``quorum`` votes needed for a decision, ``metric`` the key
-    the app's own evaluate returns that verifiers judge by (e.g. ``"eval_acc"``; required with
-    an inner strategy) and ``min_metric`` its threshold in [0, 1] (recorded on chain in basis
-    points; without a metric, ``min_accuracy_bps`` for the paper app's handlers),
-    ``max_submissions`` per round (default: the number of nodes), the rest as in
-    ``coopflower.ledger.TaskParams``.
+    the app's own evaluate returns that verifiers judge by (e.g. ``"eval_acc"``) and
+    ``min_metric`` its threshold in [0, 1] (recorded on chain in basis points): both required
+    by ``CoordinatedStrategy``, which refuses a task without them. ``max_submissions`` per
+    round (default: the number of nodes), the rest as in ``coopflower.ledger.TaskParams``.
     """
 
     k: int = 3
     quorum: int = 2
-    min_accuracy_bps: int = 5000
     metric: str = ""
     min_metric: float | None = None
     submit_blocks: int = 1000
@@ -44,10 +47,10 @@ class TaskConfig:
     spec: str = "coopflower MNIST task"
 
     def threshold_bps(self) -> int:
-        """The acceptance threshold recorded on chain: ``min_metric`` in basis points when
-        the task names the app's metric, else ``min_accuracy_bps``."""
+        """The acceptance threshold recorded on chain: ``min_metric`` in basis points."""
         if self.min_metric is None:
-            return self.min_accuracy_bps
+            raise StrategyError(f"TaskConfig(metric={self.metric!r}) needs min_metric, the "
+                                "threshold in [0, 1] a model must reach")
         if not 0.0 <= self.min_metric <= 1.0:
             raise StrategyError(f"min_metric {self.min_metric} must lie in [0, 1] (the "
                                 "contract records it in basis points)")
@@ -55,8 +58,27 @@ class TaskConfig:
 
     def spec_text(self) -> str:
         """What the task's on-chain spec hash commits to (the criterion's metric included)."""
-        if not self.metric:
-            return self.spec
         return f"{self.spec}; criterion: {self.metric} >= {self.threshold_bps()} bps"
 
 
+def check_options(strategy: Strategy | None, task: TaskConfig | None, encryption: str | None,
+                  aggregate_fn: Any) -> Strategy:
+    """The strategy to wrap, once ``CoordinatedStrategy``'s options fit together; else
+    ``StrategyError`` saying what to pass."""
+    if not isinstance(strategy, Strategy):
+        raise StrategyError(
+            "CoordinatedStrategy wraps the project's own Flower strategy: pass it first, e.g. "
+            "CoordinatedStrategy(FedAvg(fraction_train=1.0), task=TaskConfig(metric=<the key "
+            f"your evaluate returns>, min_metric=<its threshold>)); got {strategy!r}")
+    if task is None or not task.metric:
+        raise StrategyError("the task's criterion is required: task=TaskConfig(metric=<the key "
+                            "your evaluate returns>, min_metric=<its threshold in [0, 1]>)")
+    task.threshold_bps()  # a missing or bad threshold fails here, not mid-run
+    if encryption and task.metric != IVHE_METRIC:
+        raise StrategyError(f"with IVHE encryption the verifiers score models in cipherspace: "
+                            f"TaskConfig(metric={IVHE_METRIC!r}, ...) and, on the nodes, "
+                            "coopflower.client.ivhe_mod.make_ivhe_mod")
+    if aggregate_fn is not None and not getattr(aggregate_fn, "produces_metamodel", False):
+        raise StrategyError("the inner strategy aggregates the accepted models: aggregate_fn "
+                            "is for fusion only (coopflower.fusion.make_fusion_aggregate(...))")
+    return strategy

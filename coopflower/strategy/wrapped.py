@@ -25,8 +25,7 @@ from coopflower.client import protocol as P
 from coopflower.client import stages as S
 from coopflower.strategy.aggregate import capped_counts
 
-__all__ = ["register_message", "train_messages", "verify_message", "aggregate_accepted",
-           "inner_name"]
+__all__ = ["register_message", "train_messages", "verify_message", "aggregate_accepted"]
 
 
 def _coop(stage: str, cfg: Mapping[str, Any]) -> ConfigRecord:
@@ -109,7 +108,3 @@ def aggregate_accepted(
         replies.append(Message(content, reply.metadata.src_node_id, "train"))
     return inner.aggregate_train(server_round, replies)
 
-
-def inner_name(inner: Strategy | None) -> str:
-    """The inner strategy's class name, for logs and reports."""
-    return type(inner).__name__ if inner is not None else "none"

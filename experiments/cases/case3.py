@@ -1,18 +1,21 @@
 """Case Study III (paper section V-D, Fig. 12): the coordinated strategy against FedAvg, both
-run as real Flower simulations (``flwr.simulation.run_simulation``, the shipped ClientApp's
-handlers on simulated SuperNodes).
+run as real Flower simulations (``flwr.simulation.run_simulation``, the paper app's ClientApp,
+``coopflower.app.client_app``, on simulated SuperNodes).
 
 Four parties: three computing contributors and a fourth with every label (the initiator).
 
 * **FedAvg** (Flower's, :class:`coopflower.strategy.FedAvgBaseline` without a chain log): the
   four parties are its four clients; ``rounds`` rounds of ``local_epochs`` epochs.
-* **Coordinated** (:class:`coopflower.strategy.CoordinatedStrategy` on the embedded EVM and the
-  embedded content-addressed store): the three contributors are SuperNodes. As in the paper,
+* **Coordinated** (:class:`coopflower.strategy.CoordinatedStrategy` around Flower's ``FedAvg``,
+  on the embedded EVM and the embedded content-addressed store): the three contributors are
+  SuperNodes. As in the paper,
   each trains its private model once for all ``rounds x local_epochs`` epochs (``coop_rounds``
   = 1; with more, the epochs are spread over that many coordinated rounds and each contributor
   continues its own model), uploads it by CID and signs the submission; one verifier per model
   (``k = 1``, the paper's secure setting of V-D) evaluates it on its share of the verification
-  digits and signs its vote; the contract settles; the initiator fuses the accepted models by
+  digits (all of them: whatever classes the model knows, ``criterion`` in the diverse scenario,
+  ``partial_criterion`` in the partial one, where a model knows half the classes) and signs its
+  vote; the contract settles; the initiator fuses the accepted models by
   gradual fusion (Strategy II) on its own digits and records the MetaModel's CID. The
   initiator is the ServerApp here, not a client.
 
@@ -84,8 +87,8 @@ def train_config(cfg: Mapping[str, Any], local_epochs: int, seed: int, arch: str
 def _simulate(cfg: Mapping[str, Any], parts: list[NodeSplit], part_file: Path,
               start: Callable[[Any], tuple[Any, Any]], arm: str) -> tuple[Any, Any]:
     """One Flower simulation: every node ``i`` gets ``parts[i]`` through a partition file and
-    the shipped handlers; ``start(grid)`` is the ServerApp's body, building a strategy and
-    running it.
+    runs the paper app's ClientApp; ``start(grid)`` is the ServerApp's body, building a
+    strategy and running it.
 
     Returns:
         ``start``'s ``(strategy, result)``. Raises ``RuntimeError`` if the run did not finish.
@@ -94,11 +97,12 @@ def _simulate(cfg: Mapping[str, Any], parts: list[NodeSplit], part_file: Path,
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
 
+    from coopflower.app.client_app import make_client_app
     from coopflower.app.data import write_partition_file
-    from coopflower.app.handlers import make_client_app
 
     write_partition_file(part_file, parts)
-    node_config: dict[str, Any] = {"partition-file": str(part_file)}
+    node_config: dict[str, Any] = {"partition-file": str(part_file),
+                                   "model": str(cfg["case3"]["model"])}
     idx_dir = (cfg.get("data") or {}).get("idx_dir")
     if idx_dir:  # the nodes load the digits the experiment loaded
         node_config["mnist-dir"] = str(idx_dir)
@@ -153,10 +157,12 @@ def run_fedavg(cfg: Mapping[str, Any], images: npt.NDArray[np.uint8],
 
 def run_coordinated(cfg: Mapping[str, Any], images: npt.NDArray[np.uint8],
                     labels: npt.NDArray[np.int64], split: PartySplit, seed: int,
-                    work: Path) -> dict[str, Any]:
+                    work: Path, criterion: float) -> dict[str, Any]:
     """The coordinated strategy with gradual fusion on the three contributors; returns accuracy
-    by round, bytes, transactions, gas and per-round acceptance."""
+    by round, bytes, transactions, gas and per-round acceptance. ``criterion``: the accuracy
+    a model needs on its verifier's digits."""
     from flwr.app import ConfigRecord
+    from flwr.serverapp.strategy import FedAvg
 
     from coopflower.app.server_app import central_evaluator, initial_arrays
     from coopflower.fusion import make_fusion_aggregate
@@ -182,9 +188,10 @@ def run_coordinated(cfg: Mapping[str, Any], images: npt.NDArray[np.uint8],
     def start(grid: Any) -> tuple[Any, Any]:
         ledger = CoopLedger.deploy(connect(None))
         strategy = CoordinatedStrategy(
-            task=TaskConfig(k=1, quorum=1, min_accuracy_bps=round(float(c3["criterion"]) * 1e4)),
-            ledger=ledger, store=store, aggregate_fn=fusion, min_available_nodes=n,
-            min_train_nodes=n, progress=sys.stderr)
+            FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=n,
+                   min_train_nodes=n),
+            task=TaskConfig(k=1, quorum=1, metric="accuracy", min_metric=criterion),
+            ledger=ledger, store=store, aggregate_fn=fusion, progress=sys.stderr)
         return strategy, strategy.start(
             grid=grid, initial_arrays=initial_arrays(arch, seed), num_rounds=rounds,
             train_config=ConfigRecord(train_config(cfg, epochs, seed, arch, store)),
@@ -251,7 +258,8 @@ def run_case3(
         log(f"case III {scenario}: coordinated strategy on 3 SuperNodes, {coop_rounds} round(s) x "
             f"{coop_epochs} epochs, 1 verifier a model, gradual fusion by the initiator on its "
             f"{split.initiator.size} digits")
-        coop = run_coordinated(cfg, images, labels, split, seed, work / scenario)
+        criterion = float(c3["partial_criterion" if scenario == "partial" else "criterion"])
+        coop = run_coordinated(cfg, images, labels, split, seed, work / scenario, criterion)
         log(f"case III {scenario}: coordinated accuracy by round {coop['acc_by_round']}, "
             f"accepted {coop['accepted_by_round']}; bytes FedAvg {sum(fed['bytes_by_round'])}, "
             f"coordinated {sum(coop['bytes_by_round'])}")
