@@ -29,7 +29,8 @@ from tests.fixtures_audit import AuditTask, new_task, strategy_aggregate
 from tests.fixtures_chain import anvil_node  # noqa: F401
 
 BOGUS = ("honest", "random bytes", "rejected CID", "subset, all claimed", "subset, honestly",
-         "with the rejected")
+         "with the rejected", "foreign input")
+FOREIGN = b"\x01\x55\x12\x20" + bytes(range(32))  # a CID no submission of the task has
 
 
 def _average(at: AuditTask, cids: list[bytes], claimed: list[bytes]) -> tuple[bytes, bytes]:
@@ -59,7 +60,9 @@ def _bogus(at: AuditTask, kind: str, subs: list[Any]) -> tuple[bytes, bytes]:
         return _average(at, [c0], [c0, c2])
     if kind == "subset, honestly":
         return _average(at, [c0], [c0])
-    return _average(at, [c0, c1, c2], [c0, c1, c2])
+    if kind == "with the rejected":
+        return _average(at, [c0, c1, c2], [c0, c1, c2])
+    return _average(at, [c0, c2], [c0, FOREIGN, c2])
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +124,12 @@ def test_an_average_that_leaves_out_an_accepted_model_is_named(bogus: dict[str, 
 def test_an_average_with_the_rejected_model_is_named(bogus: dict[str, Any]) -> None:
     assert _only(bogus["audits"]["with the rejected"]) == (
         "task 1 round 6: MetaModel includes submission 1's model, which was REJECTED")
+
+
+def test_a_metamodel_with_a_foreign_input_is_named(bogus: dict[str, Any]) -> None:
+    assert _only(bogus["audits"]["foreign input"]) == (
+        f"task 1 round 7: MetaModel includes {FOREIGN.hex()}, which is no submission of this "
+        "round")
 
 
 def test_negative_paths_from_the_real_chain_seed_payment_signature(
