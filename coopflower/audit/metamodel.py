@@ -195,7 +195,7 @@ def _recompute(where: str, prov: Provenance, arrays: Arrays, models: Sequence[An
     if diff:
         return [f"{where}: MetaModel does not follow from the accepted models: recomputed by "
                 f"{agg} from {n} of them, it differs in {', '.join(diff[:5])}"], (
-            f"recomputed by {agg}: DIFFERS")
+            f"recomputed by {agg} from {n} accepted models: DIFFERS")
     return [], f"recomputed by {agg} from {n} accepted models: equal bit for bit"
 
 
@@ -217,25 +217,26 @@ def check_metamodel(where: str, rh: RoundHistory, fetch: Fetch) -> tuple[list[st
         bad_digest = model_digest(cid, chash) != digest
         blob = fetch(cid)
     except Exception as exc:
-        return [f"{where}: MetaModel blob {cid.hex()} failed its check: {exc}"], "unreadable"
+        return [f"{where}: MetaModel blob {cid.hex()} failed its check: {exc}"], "unreadable blob"
     out = [f"{where}: MetaModel digest does not match its CID and hash"] if bad_digest else []
     if content_hash(blob) != chash:
-        return [*out, f"{where}: MetaModel blob {cid.hex()} does not match its hash"], "unreadable"
+        return [*out, f"{where}: MetaModel blob {cid.hex()} does not match its hash"], (
+            "blob does not match its hash")
     own = next((s for s in rh.submissions if bytes(s.cid) == cid or s.content_hash == chash), None)
     if own is not None:
         return [*out, f"{where}: the recorded MetaModel {cid.hex()} is submission "
                 f"{own.submission}'s own model ({_status(rh, own.submission)}), not an aggregate "
-                "of the accepted models"], "a submission's model"
+                "of the accepted models"], "a submission's own model, not an aggregate"
     try:
         arrays, meta = unpack_arrays(blob)
     except Exception as exc:
         return [*out, f"{tag} is not a model blob ({exc}): nothing shows it follows from the "
-                "accepted models"], "not a model"
+                "accepted models"], "not a model blob"
     try:
         prov = Provenance.parse(meta)
     except ProvenanceError as exc:
         return [*out, f"{tag}: {exc}: the audit cannot tell that it follows from the accepted "
-                "models"], "no provenance"
+                "models"], "records no provenance: not checkable"
     wrong = _input_problems(where, rh, prov.inputs)
     if wrong:
         return [*out, *wrong], "not recomputed: its inputs are not the accepted models"
