@@ -34,7 +34,8 @@ def task_config(settings: AppSettings) -> TaskConfig:
     (the app's evaluate's ``accuracy``, or the IVHE mod's ``ivhe-accuracy`` when encrypted)."""
     return TaskConfig(k=settings.verifiers, quorum=settings.quorum,
                       metric=IVHE_METRIC if settings.encryption else "accuracy",
-                      min_metric=settings.min_accuracy_bps / 10000)
+                      min_metric=settings.min_accuracy_bps / 10000,
+                      spec=f"coopflower paper app: MNIST, {settings.model}")
 
 
 def _fedavg_baseline(settings: AppSettings) -> FedAvgBaseline:

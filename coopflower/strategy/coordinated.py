@@ -32,14 +32,12 @@ Nodes that time out or answer with errors are recorded in the round's report, an
 goes on with the rest. A line is printed per phase per round.
 
 Pipelining (``pipeline=True``, the default): once every assigned verifier has voted, the
-outcome is fixed by the signed votes and the task's rules (``coopflower.ledger.rules.tally``,
-the contract's own rule), so the strategy aggregates the accepted models at once and starts
-the next round's training while a background thread relays the votes, settles and records the
-MetaModel. The next round joins that thread before its own ``open`` transaction (which the
-contract allows only after settlement) and before any submission; its contributors sign for
-the round number the contract will give (the previous one plus one, checked at ``open``). If
-the contract's settlement differs from the tally, the run stops with ``StrategyError``. A round
-with missing votes, and the last round, settle before aggregating, as in the list above.
+outcome is fixed by the signed votes and the contract's own rule (``coopflower.ledger.rules``),
+so the strategy aggregates at once and starts the next round's training while a background
+thread relays the votes, settles and records the MetaModel; the next round joins it before its
+``open`` (allowed only after settlement), its contributors signing for the round number the
+contract will give (checked). A settlement that differs from the tally stops the run with
+``StrategyError``. A round with missing votes, and the last round, settle before aggregating.
 """
 
 from __future__ import annotations
@@ -262,9 +260,11 @@ class CoordinatedStrategy(Strategy):
         """Run ``num_rounds`` coordinated rounds (same signature and ``Result`` as Flower's).
 
         Returns:
-            Flower's ``Result``: the final global arrays, per-round train metrics (with the
-            numbers of submissions, votes and accepted models) and verification metrics
-            (``evaluate_metrics_clientapp``), and ``evaluate_fn``'s central metrics.
+            Flower's ``Result``: the final global arrays, per-round train metrics (the numbers
+            of submissions and accepted models, the app's own metrics as the inner strategy
+            aggregated them, the verification figures prefixed ``verify-``), the inner
+            strategy's federated evaluation (``evaluate_metrics_clientapp``) and
+            ``evaluate_fn``'s central metrics.
             ``self.reports`` holds a ``RoundReport`` per round.
         """
         log(INFO, "Starting %s strategy:", self.__class__.__name__)

@@ -44,7 +44,7 @@ class TaskConfig:
     min_deposit: int = 10**15
     penalty_wrong_vote: int = 10**14
     penalty_no_vote: int = 10**14
-    spec: str = "coopflower MNIST task"
+    spec: str = "coopflower task"
 
     def threshold_bps(self) -> int:
         """The acceptance threshold recorded on chain: ``min_metric`` in basis points."""
