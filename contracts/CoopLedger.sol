@@ -52,6 +52,11 @@ contract CoopLedger {
     error RegistrationClosed(uint256 taskId);
     error RefreshLimitReached(uint256 taskId, uint32 round, uint8 refreshes);
     error TaskNotExpired(uint256 taskId, uint64 expiresAfterBlock);
+    error RevealWindowOpen(uint256 taskId, uint32 round, uint64 revealEnd);
+    error RevealWindowClosed(uint256 taskId, uint32 round, uint64 revealEnd);
+    error CommitsMismatch(uint256 taskId, uint32 round);
+    error BadReveal(uint256 taskId, uint32 round, uint32 submission);
+    error NotRevealed(uint256 taskId, uint32 round, uint32 submission);
 
     // ------------------------------------------------------------------ types
     uint8 internal constant ROUND_NONE = 0;
@@ -63,9 +68,11 @@ contract CoopLedger {
     uint8 internal constant SUB_ACCEPTED = 1;
     uint8 internal constant SUB_REJECTED = 2;
     uint8 internal constant SUB_NO_QUORUM = 3;
+    uint8 internal constant SUB_UNREVEALED = 4; // its contributor did not reveal its seed share
 
     uint8 internal constant PENALTY_WRONG_VOTE = 1;
     uint8 internal constant PENALTY_NO_VOTE = 2;
+    uint8 internal constant PENALTY_NO_REVEAL = 3;
 
     /// @dev how often a round's randomness may be moved to a new block after its hash expired
     uint8 internal constant MAX_REFRESHES = 1;
@@ -88,6 +95,8 @@ contract CoopLedger {
         uint128 penaltyNoVote; // taken from a deposit for not voting when assigned
         uint32 idleBlocks; // after this many blocks without a round event anyone may close the task
         bool inviteOnly; // only the initiator (or an authority) registers participants
+        uint32 revealBlocks; // 0: seed from the randomness block alone; else the window in which
+        // contributors reveal the seed shares they committed to in their submissions
     }
 
     struct Task {
@@ -119,6 +128,16 @@ contract CoopLedger {
         bytes32 seed; // keccak256(blockhash(randBlock), taskId, round), fixed once
         bytes32 metaDigest; // digest of the MetaModel's CID and content hash
         uint8 refreshes; // times the randomness block was moved after its hash expired
+        uint64 revealEnd; // last block accepting seed shares (= randBlock without reveals)
+        uint32 revealed; // submissions whose seed share was revealed
+        bytes32 commitAcc; // keccak chain of the recorded submissions' seed commitments
+        bytes32 mix; // XOR of the revealed seed shares
+        bytes32 randHash; // blockhash(randBlock), kept by the first reveal
+    }
+
+    struct SeedShare {
+        uint32 submission;
+        bytes32 share;
     }
 
     struct SignedRegistration {
@@ -131,6 +150,7 @@ contract CoopLedger {
     struct SignedSubmission {
         address contributor;
         bytes32 contentHash;
+        bytes32 seedCommit; // keccak256(abi.encode(share, contributor)); zero without reveals
         bytes cid;
         bytes32 r;
         bytes32 vs;
@@ -153,7 +173,7 @@ contract CoopLedger {
     bytes32 public constant REGISTRATION_TYPEHASH =
         keccak256("Registration(uint256 taskId,address participant,uint128 deposit)");
     bytes32 public constant SUBMISSION_TYPEHASH = keccak256(
-        "Submission(uint256 taskId,uint32 round,address contributor,bytes cid,bytes32 contentHash)"
+        "Submission(uint256 taskId,uint32 round,address contributor,bytes cid,bytes32 contentHash,bytes32 seedCommit)"
     );
     bytes32 public constant VOTE_TYPEHASH = keccak256(
         "Vote(uint256 taskId,uint32 round,uint32 submission,bytes32 modelDigest,address verifier,bool accept,uint16 scoreBps)"
@@ -184,6 +204,8 @@ contract CoopLedger {
     /// voted mask (16), yes mask (16); bit j of a mask = the j-th assigned verifier.
     mapping(bytes32 => mapping(uint256 => uint256)) internal laneWords;
     mapping(address => uint256) public balanceOf;
+    /// @dev one bit per submission: its seed share was revealed
+    mapping(bytes32 => mapping(uint256 => uint256)) internal revealedBits;
 
     // ------------------------------------------------------------------ events
     event AuthorityAdded(address indexed authority);
@@ -201,7 +223,8 @@ contract CoopLedger {
         address indexed contributor,
         bytes cid,
         bytes32 contentHash,
-        bytes32 modelDigest
+        bytes32 modelDigest,
+        bytes32 seedCommit
     );
     event SubmissionsClosed(
         uint256 indexed taskId,
@@ -216,6 +239,7 @@ contract CoopLedger {
         uint256 indexed taskId, uint32 indexed round, uint64 expiredBlock, uint64 randBlock, uint64 voteEnd
     );
     event RandomnessLost(uint256 indexed taskId, uint32 indexed round, uint64 randBlock);
+    event SeedRevealed(uint256 indexed taskId, uint32 indexed round, uint32 submission, bytes32 share);
     /// @notice A batch item left out without reverting the batch; `reason` is the selector of
     /// the named error: AlreadySubmitted (the contributor has a submission in this round),
     /// SignatureReplayed (this very message is recorded), DuplicateModel (this content hash
@@ -306,6 +330,8 @@ contract CoopLedger {
         if (p.voteBlocks == 0) revert InvalidTaskParameter("voteBlocks");
         if (p.maxSubmissions == 0) revert InvalidTaskParameter("maxSubmissions");
         if (p.idleBlocks == 0) revert InvalidTaskParameter("idleBlocks");
+        // shares are revealed while the randomness block's hash is still readable
+        if (p.revealBlocks >= HASH_HORIZON) revert InvalidTaskParameter("revealBlocks");
         taskId = ++taskCount;
         Task storage t = tasks[taskId];
         t.initiator = msg.sender;
@@ -428,6 +454,7 @@ contract CoopLedger {
         if (rd.state != ROUND_OPEN) revert WrongRoundState(taskId, round, rd.state);
         if (block.number > rd.submitEnd) revert SubmissionWindowClosed(taskId, round, rd.submitEnd);
         uint256 n = rd.nSubmissions;
+        bytes32 acc = rd.commitAcc;
         if (n + subs.length > t.params.maxSubmissions) {
             revert RoundFull(taskId, round, t.params.maxSubmissions);
         }
@@ -438,7 +465,9 @@ contract CoopLedger {
             if (!p.registered) revert NotRegistered(taskId, s.contributor);
             bytes32 cidHash = keccak256(s.cid);
             _checkSig(
-                keccak256(abi.encode(SUBMISSION_TYPEHASH, taskId, round, s.contributor, cidHash, s.contentHash)),
+                keccak256(
+                    abi.encode(SUBMISSION_TYPEHASH, taskId, round, s.contributor, cidHash, s.contentHash, s.seedCommit)
+                ),
                 s.r,
                 s.vs,
                 s.contributor
@@ -461,10 +490,12 @@ contract CoopLedger {
             p.lastRound = round;
             p.lastSubmission = uint32(n);
             laneWords[rk][n >> 2] |= uint256(p.index) << ((n & 3) * 64);
-            emit Submitted(taskId, round, uint32(n), s.contributor, s.cid, s.contentHash, digest);
+            acc = keccak256(abi.encode(acc, s.seedCommit));
+            emit Submitted(taskId, round, uint32(n), s.contributor, s.cid, s.contentHash, digest, s.seedCommit);
             n++;
         }
         rd.nSubmissions = uint32(n);
+        if (t.params.revealBlocks != 0) rd.commitAcc = acc;
         if (closeWindow) {
             if (!isAuthority[msg.sender]) revert NotAuthority(msg.sender);
             _close(taskId, round, t, rd);
@@ -490,6 +521,55 @@ contract CoopLedger {
         return _seed(taskId, round, rd);
     }
 
+    /// @notice Reveal contributors' seed shares (anyone may send them: a share proves itself
+    /// against the commitment its contributor signed in its submission), after the randomness
+    /// block and until revealEnd. `commits` are every recorded submission's seed commitment in
+    /// id order (from the `Submitted` events), checked against the round's keccak chain. A share
+    /// already revealed is passed over. The seed is keccak256(blockhash(randBlock), XOR of the
+    /// shares, taskId, round), fixed once every share is in or revealEnd passed: the sealer of
+    /// the randomness block does not know the shares, and a share's owner commits before the
+    /// block exists; a contributor that does not reveal loses its submission and a penalty.
+    function revealSeeds(uint256 taskId, uint32 round, bytes32[] calldata commits, SeedShare[] calldata shares)
+        external
+    {
+        bytes32 rk = _roundKey(taskId, round);
+        Round storage rd = rounds[rk];
+        if (rd.state != ROUND_VOTING) revert WrongRoundState(taskId, round, rd.state);
+        if (block.number <= rd.randBlock) revert RandomnessNotReady(rd.randBlock, block.number);
+        if (block.number > rd.revealEnd || rd.seed != bytes32(0)) {
+            revert RevealWindowClosed(taskId, round, rd.revealEnd);
+        }
+        if (shares.length == 0) revert EmptyBatch();
+        uint256 nSubs = rd.nSubmissions;
+        bytes32 acc = bytes32(0); // the keccak chain of commitments starts from zero
+        for (uint256 i = 0; i < commits.length; i++) {
+            acc = keccak256(abi.encode(acc, commits[i]));
+        }
+        if (commits.length != nSubs || acc != rd.commitAcc) revert CommitsMismatch(taskId, round);
+        if (rd.randHash == bytes32(0)) rd.randHash = blockhash(rd.randBlock);
+        bytes32 mix = rd.mix;
+        uint256 revealed = rd.revealed;
+        address[] storage list = participantList[taskId];
+        for (uint256 i = 0; i < shares.length; i++) {
+            uint32 sub = shares[i].submission;
+            if (sub >= nSubs) revert UnknownSubmission(taskId, round, sub);
+            uint256 bit = 1 << (sub & 255);
+            uint256 bits = revealedBits[rk][sub >> 8];
+            if (bits & bit != 0) continue;
+            address contributor = list[(laneWords[rk][sub >> 2] >> ((uint256(sub) & 3) * 64)) & 0xFFFFFF];
+            if (keccak256(abi.encode(shares[i].share, contributor)) != commits[sub]) {
+                revert BadReveal(taskId, round, sub);
+            }
+            revealedBits[rk][sub >> 8] = bits | bit;
+            mix ^= shares[i].share;
+            revealed++;
+            emit SeedRevealed(taskId, round, sub, shares[i].share);
+        }
+        rd.mix = mix;
+        rd.revealed = uint32(revealed);
+        if (revealed == nSubs) _seed(taskId, round, rd);
+    }
+
     /// @notice If nobody fixed the seed while its block's hash was available (more than 256
     /// blocks passed), move the randomness to the next block and restart the voting window
     /// (anyone), at most MAX_REFRESHES (1) times per round: whoever can let a seed expire
@@ -499,14 +579,19 @@ contract CoopLedger {
         Task storage t = _task(taskId);
         Round storage rd = rounds[_roundKey(taskId, round)];
         if (rd.state != ROUND_VOTING) revert WrongRoundState(taskId, round, rd.state);
-        if (rd.seed != bytes32(0) || block.number <= uint256(rd.randBlock) + HASH_HORIZON) {
+        // a revealed share kept the block's hash: the seed can no longer expire
+        if (
+            rd.seed != bytes32(0) || rd.randHash != bytes32(0)
+                || block.number <= uint256(rd.randBlock) + HASH_HORIZON
+        ) {
             revert RandomnessAvailable(rd.randBlock);
         }
         if (rd.refreshes >= MAX_REFRESHES) revert RefreshLimitReached(taskId, round, rd.refreshes);
         rd.refreshes += 1;
         uint64 expired = rd.randBlock;
         rd.randBlock = uint64(block.number + 1);
-        rd.voteEnd = uint64(block.number + 1 + t.params.voteBlocks);
+        rd.revealEnd = rd.randBlock + t.params.revealBlocks;
+        rd.voteEnd = rd.revealEnd + t.params.voteBlocks;
         emit RandomnessRefreshed(taskId, round, expired, rd.randBlock, rd.voteEnd);
     }
 
@@ -555,6 +640,10 @@ contract CoopLedger {
             if (models[taskId][v.contentHash] != _mark(v.modelDigest, round, v.submission)) {
                 revert ModelMismatch(taskId, round, v.submission);
             }
+            if (!_isRevealed(rk, rd, v.submission)) {
+                emit VoteSkipped(taskId, round, v.verifier, uint32(i), v.submission, NotRevealed.selector);
+                continue;
+            }
             uint256 shift = (uint256(v.submission) & 3) * 64;
             uint256 word = laneWords[rk][v.submission >> 2];
             uint256 lane = (word >> shift) & LANE;
@@ -583,7 +672,7 @@ contract CoopLedger {
         Round storage rd = rounds[rk];
         if (rd.state != ROUND_VOTING) revert WrongRoundState(taskId, round, rd.state);
         uint256 nSubs = rd.nSubmissions;
-        if (block.number <= rd.voteEnd && !_allVoted(rk, nSubs, t.params.k)) {
+        if (block.number <= rd.voteEnd && !_allVoted(rk, rd, nSubs, t.params.k)) {
             revert SettlementTooEarly(rd.voteEnd, block.number);
         }
         rd.state = ROUND_SETTLED;
@@ -598,7 +687,8 @@ contract CoopLedger {
                 emit RandomnessLost(taskId, round, rd.randBlock);
                 _settleVoid(taskId, round, rk, nSubs);
             } else {
-                bytes32 seed = _seed(taskId, round, rd);
+                // with reveals and none revealed, no submission is verified: no seed needed
+                bytes32 seed = rd.revealEnd != rd.randBlock && rd.revealed == 0 ? bytes32(0) : _seed(taskId, round, rd);
                 (paid, accepted) = _settleAll(taskId, round, rk, t, seed, rd.nParticipants, nSubs);
             }
         }
@@ -723,9 +813,16 @@ contract CoopLedger {
         Round storage rd = rounds[_roundKey(taskId, round)];
         if (rd.seed != bytes32(0)) return rd.seed;
         if (rd.state < ROUND_VOTING || block.number <= rd.randBlock) return bytes32(0);
-        bytes32 bh = blockhash(rd.randBlock);
-        if (bh == bytes32(0)) return bytes32(0);
-        return keccak256(abi.encode(bh, taskId, round));
+        if (rd.revealEnd == rd.randBlock) {
+            bytes32 bh = blockhash(rd.randBlock);
+            if (bh == bytes32(0)) return bytes32(0);
+            return keccak256(abi.encode(bh, taskId, round));
+        }
+        // with reveals: known once every share is in or the reveal window passed
+        if (rd.revealed < rd.nSubmissions && block.number <= rd.revealEnd) return bytes32(0);
+        bytes32 h = rd.randHash != bytes32(0) ? rd.randHash : blockhash(rd.randBlock);
+        if (h == bytes32(0)) return bytes32(0);
+        return keccak256(abi.encode(h, rd.mix, taskId, round));
     }
 
     /// @notice The verifiers assigned to a submission, in mask-bit order.
@@ -821,7 +918,8 @@ contract CoopLedger {
         rd.state = ROUND_VOTING;
         rd.nParticipants = uint32(pool);
         rd.randBlock = uint64(block.number + 1);
-        rd.voteEnd = uint64(block.number + 1 + t.params.voteBlocks);
+        rd.revealEnd = rd.randBlock + t.params.revealBlocks;
+        rd.voteEnd = rd.revealEnd + t.params.voteBlocks;
         emit SubmissionsClosed(taskId, round, rd.nSubmissions, uint32(pool), rd.randBlock, rd.voteEnd);
     }
 
@@ -829,9 +927,18 @@ contract CoopLedger {
         seed = rd.seed;
         if (seed != bytes32(0)) return seed;
         if (block.number <= rd.randBlock) revert RandomnessNotReady(rd.randBlock, block.number);
-        bytes32 bh = blockhash(rd.randBlock);
-        if (bh == bytes32(0)) revert RandomnessExpired(rd.randBlock, block.number);
-        seed = keccak256(abi.encode(bh, taskId, round));
+        if (rd.revealEnd == rd.randBlock) {
+            bytes32 bh = blockhash(rd.randBlock);
+            if (bh == bytes32(0)) revert RandomnessExpired(rd.randBlock, block.number);
+            seed = keccak256(abi.encode(bh, taskId, round));
+        } else {
+            if (rd.revealed < rd.nSubmissions && block.number <= rd.revealEnd) {
+                revert RevealWindowOpen(taskId, round, rd.revealEnd);
+            }
+            bytes32 bh = rd.randHash != bytes32(0) ? rd.randHash : blockhash(rd.randBlock);
+            if (bh == bytes32(0)) revert RandomnessExpired(rd.randBlock, block.number);
+            seed = keccak256(abi.encode(bh, rd.mix, taskId, round));
+        }
         rd.seed = seed;
         emit RandomnessFixed(taskId, round, rd.randBlock, seed);
     }
@@ -882,13 +989,20 @@ contract CoopLedger {
         return false;
     }
 
-    function _allVoted(bytes32 rk, uint256 nSubs, uint256 k) internal view returns (bool) {
+    function _allVoted(bytes32 rk, Round storage rd, uint256 nSubs, uint256 k) internal view returns (bool) {
         uint256 full = (1 << k) - 1;
         for (uint256 s = 0; s < nSubs; s++) {
+            if (!_isRevealed(rk, rd, s)) continue;
             uint256 lane = (laneWords[rk][s >> 2] >> ((s & 3) * 64)) & LANE;
             if ((lane >> 32) & 0xFFFF != full) return false;
         }
         return true;
+    }
+
+    /// @dev true without reveals (the round takes none), else whether the share is in
+    function _isRevealed(bytes32 rk, Round storage rd, uint256 s) internal view returns (bool) {
+        if (rd.revealEnd == rd.randBlock) return true;
+        return (revealedBits[rk][s >> 8] >> (s & 255)) & 1 == 1;
     }
 
     function _popcount(uint256 x) internal pure returns (uint256 c) {
@@ -925,6 +1039,14 @@ contract CoopLedger {
             // a majority exists when the quorum is met and the vote is not tied
             bool majority = cast >= p.quorum && 2 * ayes != cast;
             address contributor = list[lane & 0xFFFFFF];
+            if (!_isRevealed(rk, rounds[rk], s)) {
+                // no share, no verification: the submission is out and its contributor pays
+                _penalize(taskId, round, t, contributor, uint32(s), PENALTY_NO_REVEAL, p.penaltyNoVote);
+                laneWords[rk][s >> 2] = (word & ~(uint256(0xFF) << (shift + 24)))
+                    | (uint256(SUB_UNREVEALED) << (shift + 24));
+                emit SubmissionSettled(taskId, round, uint32(s), contributor, SUB_UNREVEALED, 0, 0);
+                continue;
+            }
             if (status == SUB_ACCEPTED) {
                 accepted++;
                 paid += _pay(taskId, round, contributor, p.reward);

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 from eth_account import Account
+from eth_hash.auto import keccak
 
 from coopflower.ledger import (
     Chain,
@@ -27,6 +28,7 @@ from coopflower.ledger import (
     sign_submission,
     sign_vote,
 )
+from coopflower.ledger.eip712 import seed_commitment
 from coopflower.ledger.nodes import ChainNode, NodeToolMissing, anvil, clique
 
 
@@ -88,8 +90,13 @@ class Scenario:
                 return k
         raise KeyError(address)
 
+    def share(self, round: int, i: int) -> bytes:
+        """Returns: participant ``i``'s seed share for ``round`` (fixed by its key)."""
+        return bytes(keccak(bytes.fromhex(self.keys[i][2:]) + round.to_bytes(4, "big")))
+
     def submissions(self, round: int, who: Sequence[int]) -> list[SignedSubmission]:
-        """Returns: signed submissions with fresh CIDs for participants ``who``."""
+        """Returns: signed submissions with fresh CIDs for participants ``who`` (committing
+        to their seed shares when the task takes reveals)."""
         return [
             sign_submission(
                 self.keys[i],
@@ -98,9 +105,21 @@ class Scenario:
                 round,
                 b"\x01\x55\x12\x20" + os.urandom(32),
                 os.urandom(32),
+                seed_commitment(self.share(round, i), self.address(i))
+                if self.params.reveal_blocks else bytes(32),
             )
             for i in who
         ]
+
+    def shares_of(self, round: int, who: Sequence[int] | None = None) -> dict[int, bytes]:
+        """Returns: submission id -> share, for the round's submissions by ``who`` (all)."""
+        index = {self.address(i).lower(): i for i in range(len(self.keys))}
+        out = {}
+        for s in self.ledger.submissions(self.task_id, round):
+            i = index[s.contributor.lower()]
+            if who is None or i in who:
+                out[s.submission] = self.share(round, i)
+        return out
 
     def vote(
         self, round: int, submission: int, digest: bytes, verifier: str, accept: bool,

@@ -159,7 +159,7 @@ def test_a_cid_is_1_to_64_bytes(chain: Chain, ledger: CoopLedger) -> None:
     rnd = ledger.open_round(sc.task_id).round
     # the library refuses to sign such a CID, so the item goes raw: the length is checked
     # before the signature
-    item = (sc.address(0), os.urandom(32), b"\x01" * 65, bytes(32), bytes(32))
+    item = (sc.address(0), os.urandom(32), bytes(32), b"\x01" * 65, bytes(32), bytes(32))
     with _reverts("InvalidCid"):
         ledger._send("submitBatch", [sc.task_id, rnd, [item], False])
     ledger.log_round(sc.task_id, 1, b"\x01" * 64, bytes(32))
@@ -329,7 +329,7 @@ def test_every_raised_error_is_named_by_a_test() -> None:
 def test_every_skip_reason_is_asserted_by_a_test() -> None:
     _, _, skip_only = _errors()
     assert skip_only == {"AlreadySubmitted", "SignatureReplayed", "DuplicateModel",
-                         "AlreadyVoted"}, skip_only
+                         "AlreadyVoted", "NotRevealed"}, skip_only
     _, skips, _ = _named_in_tests()
     assert sorted(skip_only - skips) == [], "skip reasons no test asserts"
 

@@ -51,6 +51,7 @@ SUBMISSION_TYPE = [
     {"name": "contributor", "type": "address"},
     {"name": "cid", "type": "bytes"},
     {"name": "contentHash", "type": "bytes32"},
+    {"name": "seedCommit", "type": "bytes32"},
 ]
 VOTE_TYPE = [
     {"name": "taskId", "type": "uint256"},
@@ -100,6 +101,7 @@ class SignedSubmission:
     cid: bytes
     content_hash: bytes
     signature: bytes
+    seed_commit: bytes = bytes(32)  # seed_commitment(share, contributor); zero: no reveal
 
     @property
     def model_digest(self) -> bytes:
@@ -165,10 +167,12 @@ def submission_typed_data(
     contributor: str,
     cid: bytes,
     content_hash: bytes,
+    seed_commit: bytes = bytes(32),
 ) -> dict[str, Any]:
     """Returns: the full EIP-712 message for a submission."""
     _check_cid(cid)
     _check_b32(content_hash, "content_hash")
+    _check_b32(seed_commit, "seed_commit")
     return _full(
         domain,
         "Submission",
@@ -179,6 +183,7 @@ def submission_typed_data(
             "contributor": to_checksum_address(contributor),
             "cid": bytes(cid),
             "contentHash": bytes(content_hash),
+            "seedCommit": bytes(seed_commit),
         },
     )
 
@@ -235,16 +240,27 @@ def sign_submission(
     round: int,
     cid: bytes,
     content_hash: bytes,
+    seed_commit: bytes = bytes(32),
 ) -> SignedSubmission:
-    """Sign a model submission with the contributor's key.
+    """Sign a model submission with the contributor's key (``seed_commit``: its commitment to
+    the round's seed share, :func:`seed_commitment`; zero in a task without reveals).
 
     Returns: the signed submission (``contributor`` is the key's address).
     """
     secret, address = _signer(key)
-    msg = submission_typed_data(domain, task_id, round, address, cid, content_hash)
+    msg = submission_typed_data(domain, task_id, round, address, cid, content_hash, seed_commit)
     return SignedSubmission(
-        task_id, round, address, bytes(cid), bytes(content_hash), _sign(secret, msg)
+        task_id, round, address, bytes(cid), bytes(content_hash), _sign(secret, msg),
+        bytes(seed_commit),
     )
+
+
+def seed_commitment(share: bytes, contributor: str) -> bytes:
+    """A contributor's commitment to its seed share: keccak256(abi.encode(share, contributor)),
+    bound to the contributor so that nobody can replay another's commitment and share."""
+    _check_b32(share, "share")
+    return bytes(keccak(bytes(share) + bytes(12) + bytes.fromhex(
+        to_checksum_address(contributor)[2:])))
 
 
 def sign_vote(
@@ -291,7 +307,8 @@ def recover_registration(domain: Eip712Domain, reg: SignedRegistration) -> str:
 def recover_submission(domain: Eip712Domain, sub: SignedSubmission) -> str:
     """Returns: the address that signed ``sub`` (checksummed)."""
     msg = submission_typed_data(
-        domain, sub.task_id, sub.round, sub.contributor, sub.cid, sub.content_hash
+        domain, sub.task_id, sub.round, sub.contributor, sub.cid, sub.content_hash,
+        sub.seed_commit,
     )
     return _recover(msg, sub.signature)
 

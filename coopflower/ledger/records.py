@@ -33,6 +33,7 @@ class TaskParams:
     penalty_no_vote: int = 10**14
     idle_blocks: int = 100_000
     invite_only: bool = True
+    reveal_blocks: int = 0  # 0: the seed is the randomness block's alone (see the contract)
 
     def escrow_per_round(self) -> int:
         """Returns: what ``openRound`` reserves: max_submissions * (reward + k * fee)."""
@@ -55,6 +56,7 @@ class TaskParams:
             self.penalty_no_vote,
             self.idle_blocks,
             self.invite_only,
+            self.reveal_blocks,
         )
 
 
@@ -88,6 +90,16 @@ class RoundInfo:
     seed: bytes
     meta_digest: bytes
     refreshes: int = 0
+    reveal_end: int = 0  # last block taking seed shares (= rand_block without reveals)
+    revealed: int = 0
+    commit_acc: bytes = bytes(32)
+    mix: bytes = bytes(32)  # XOR of the revealed shares
+    rand_hash: bytes = bytes(32)  # the randomness block's hash, kept by the first reveal
+
+    @property
+    def reveals(self) -> bool:
+        """Whether the round's seed mixes in contributors' revealed shares."""
+        return self.reveal_end > self.rand_block
 
 
 @dataclass(frozen=True)

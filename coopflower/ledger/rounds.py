@@ -47,7 +47,8 @@ class RoundCalls(LedgerViews):
         for s in subs:
             r, vs = compact_signature(s.signature)
             items.append(
-                (to_checksum_address(s.contributor), bytes(s.content_hash), bytes(s.cid), r, vs)
+                (to_checksum_address(s.contributor), bytes(s.content_hash),
+                 bytes(s.seed_commit), bytes(s.cid), r, vs)
             )
         tx = self._send("submitBatch", [task_id, round, items, close])
         return self._submit_result(tx, task_id, round, subs)
@@ -100,6 +101,8 @@ class RoundCalls(LedgerViews):
             raise LedgerError(f"round {round} of task {task_id} is not closed")
         if info.seed != bytes(32):
             return info.seed, info
+        if info.reveals:
+            return self._mixed_seed(task_id, round, info, timeout)
         try:
             # one block more: eth_call / estimateGas at "latest" run with block.number = latest,
             # and blockhash(n) is only visible from block n + 1 on
@@ -107,6 +110,39 @@ class RoundCalls(LedgerViews):
         except TransactionError as exc:
             raise RandomnessTimeout(str(exc)) from exc
         return round_seed(self.chain.block_hash(info.rand_block), task_id, round), info
+
+    def _mixed_seed(self, task_id: int, round: int, info: RoundInfo,
+                    timeout: float) -> tuple[bytes, RoundInfo]:
+        """The seed of a round with reveals: once every share is in (then stored) or the
+        reveal window passed, from the kept block hash and the XOR of the revealed shares."""
+        try:
+            if info.revealed < info.n_submissions:
+                self.chain.wait_for_block(info.reveal_end + 1, timeout)
+            else:
+                self.chain.wait_for_block(info.rand_block + 1, timeout)
+        except TransactionError as exc:
+            raise RandomnessTimeout(str(exc)) from exc
+        info = self.round(task_id, round)
+        if info.seed != bytes(32):
+            return info.seed, info
+        kept = info.rand_hash if info.rand_hash != bytes(32) else None
+        block_hash = kept or self.chain.block_hash(info.rand_block)
+        return round_seed(block_hash, task_id, round, info.mix), info
+
+    def seed_commits(self, task_id: int, round: int) -> list[bytes]:
+        """Every recorded submission's seed commitment, in submission id order (from the
+        ``Submitted`` events): what ``revealSeeds`` checks against the round's chain."""
+        found = {int(e.args["submission"]): bytes(e.args["seedCommit"])
+                 for e in self.events("Submitted", task_id=task_id)
+                 if int(e.args["round"]) == round}
+        return [found[i] for i in range(len(found))]
+
+    def reveal_seeds(self, task_id: int, round: int, shares: dict[int, bytes]) -> TxResult:
+        """Reveal contributors' seed shares (submission id -> share) in one transaction
+        (anyone may send them); shares already revealed are passed over by the contract."""
+        items = [(int(sid), bytes(share)) for sid, share in sorted(shares.items())]
+        return self._send("revealSeeds", [task_id, round, self.seed_commits(task_id, round),
+                                          items])
 
     def fix_randomness(self, task_id: int, round: int) -> TxResult:
         """Store the seed on chain now (optional: votes and settlement do it too)."""

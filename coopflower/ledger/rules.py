@@ -28,27 +28,49 @@ class Status(IntEnum):
     ACCEPTED = 1
     REJECTED = 2
     NO_QUORUM = 3
+    UNREVEALED = 4  # its contributor did not reveal its seed share: not verified, penalised
 
 
 class PenaltyReason(IntEnum):
-    """Why a verifier's deposit was cut."""
+    """Why a participant's deposit was cut."""
 
     WRONG_VOTE = 1
     NO_VOTE = 2
+    NO_REVEAL = 3  # a contributor that did not reveal its seed share
 
 
-def round_seed(block_hash: bytes, task_id: int, round: int) -> bytes:
-    """The round's seed: keccak256(abi.encode(blockhash, taskId, round)).
+def round_seed(block_hash: bytes, task_id: int, round: int, mix: bytes | None = None) -> bytes:
+    """The round's seed: keccak256(abi.encode(blockhash, taskId, round)), or with the
+    contributors' revealed shares keccak256(abi.encode(blockhash, mix, taskId, round)).
 
     Args:
         block_hash: hash of the round's randomness block (32 bytes).
+        mix: the XOR of the revealed seed shares (:func:`mix_shares`), for a task with reveals.
     Returns: 32 bytes.
     """
-    if len(block_hash) != 32:
-        raise LedgerError("block_hash must be 32 bytes")
-    return bytes(
-        keccak(bytes(block_hash) + task_id.to_bytes(32, "big") + round.to_bytes(32, "big"))
-    )
+    if len(block_hash) != 32 or (mix is not None and len(mix) != 32):
+        raise LedgerError("block_hash and mix must be 32 bytes")
+    middle = b"" if mix is None else bytes(mix)
+    return bytes(keccak(bytes(block_hash) + middle + task_id.to_bytes(32, "big")
+                        + round.to_bytes(32, "big")))
+
+
+def mix_shares(shares: Sequence[bytes]) -> bytes:
+    """The XOR of revealed seed shares (32 bytes each): what the contract mixes into the seed."""
+    acc = 0
+    for share in shares:
+        if len(share) != 32:
+            raise LedgerError("a seed share must be 32 bytes")
+        acc ^= int.from_bytes(share, "big")
+    return acc.to_bytes(32, "big")
+
+
+def commit_chain(commits: Sequence[bytes]) -> bytes:
+    """keccak chain of seed commitments in submission order, as the contract accumulates it."""
+    acc = bytes(32)
+    for c in commits:
+        acc = bytes(keccak(acc + bytes(c)))
+    return acc
 
 
 def assign_verifier_indices(

@@ -71,6 +71,11 @@ class LedgerViews(ContractBinding):
             seed=bytes(r[8]),
             meta_digest=bytes(r[9]),
             refreshes=int(r[10]),
+            reveal_end=int(r[11]),
+            revealed=int(r[12]),
+            commit_acc=bytes(r[13]),
+            mix=bytes(r[14]),
+            rand_hash=bytes(r[15]),
         )
 
     def participants(self, task_id: int) -> list[str]:
