@@ -62,13 +62,9 @@ class Provenance:
 
 
 def inner_aggregates(inner: Any, aggregate_fn: Any, fusing: bool) -> bool:
-    """Whether the inner Flower strategy aggregates: no aggregation function is given, or only
-    coopflower's weighted averaging beside an inner strategy (which then leaves it unused)."""
-    from coopflower.strategy.aggregate import weighted_average
-
-    if fusing:
-        return False
-    return aggregate_fn is None or (inner is not None and aggregate_fn is weighted_average)
+    """Whether the inner Flower strategy aggregates: no aggregation function (fusion) is given,
+    as ``strategy.accepted.aggregate`` decides."""
+    return inner is not None and aggregate_fn is None and not fusing
 
 
 def aggregation_name(inner: Any, aggregate_fn: Any, fusing: bool) -> str:
