@@ -49,7 +49,7 @@ def test_settlement_names_a_submission_it_did_not_relay() -> None:
                 for sid, vs in plan.verifiers.items() for v in vs]
     s = SimpleNamespace(ledger=led, task_id=t, phases=PhaseLog(1, stream=None), inner=object())
     known = [v for v in st.votes if v.submission in st.by_id]
-    tallied = tally_votes(known, st.by_id, sc.params.quorum)
+    tallied = tally_votes(known, st.by_id, sc.params.quorum, sc.params.min_accuracy_bps)
     finish_on_chain(s, st, 10.0, tallied, None)  # type: ignore[arg-type]
     assert sorted(st.report.submissions) == [1, 2, 3]
     assert st.report.accepted == 4  # the contract's count, the unknown one included
