@@ -49,7 +49,8 @@ def test_coordinated_strategy_ten_supernodes(sim_env: Path) -> None:
     for rnd, report in enumerate(strategy.reports, start=1):
         assert report.chain_round == rnd and not report.failures
         assert len(report.submissions) == 10 and report.votes == 30
-        assert report.tx == 5  # open, submissions, votes, settle, MetaModel: whatever n is
+        # open, submissions, seed shares, votes, settle, MetaModel: whatever n is
+        assert report.tx == 6
         rec = ledger.round_record(task, rnd)
         assert len(rec.submissions) == 10 and len(rec.votes) == 30
         assert len(rec.round_settled) == 1
@@ -61,7 +62,7 @@ def test_coordinated_strategy_ten_supernodes(sim_env: Path) -> None:
     assert strategy.reports[0].overlapped_phases == ("vote", "settle", "record")
     assert strategy.reports[1].overlapped_phases == ()
     assert "wait-chain" in strategy.reports[1].phase_seconds
-    assert all(result.train_metrics_clientapp[r]["tx"] == 5 for r in (1, 2))
+    assert all(result.train_metrics_clientapp[r]["tx"] == 6 for r in (1, 2))
     from coopflower.audit import audit_ledger
 
     audits = audit_ledger(ledger, strategy._open_store(), stream=None)
@@ -114,7 +115,7 @@ def test_both_strategies_on_anvil_and_ipfs(sim_env: Path) -> None:
         coop, _ = out["coop"]
         (report,) = coop.reports
         assert coop.ledger.chain.kind == "rpc" and not report.failures
-        assert len(report.submissions) == 10 and report.votes == 30 and report.tx == 5
+        assert len(report.submissions) == 10 and report.votes == 30 and report.tx == 6
         assert coop.ledger.round(coop.task_id, 1).state == 3
         fed, _ = out["fedavg"]
         logger = fed.round_logger

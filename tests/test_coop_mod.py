@@ -35,6 +35,7 @@ from coopflower.ledger.eip712 import (
     content_hash,
     recover_registration,
     recover_submission,
+    seed_commitment,
 )
 from coopflower.ledger.rules import counts_as_yes
 from coopflower.storage import open_store
@@ -153,8 +154,16 @@ def test_train_submits_exactly_what_the_app_trained(tmp_path: Path,
         np.testing.assert_array_equal(arrays[name], arr.numpy())
     assert meta["num-examples"] == str(len(Y))
     signed = SignedSubmission(1, 1, str(sub["contributor"]), bytes(sub["cid"]),
-                              bytes(sub["content-hash"]), bytes(sub["signature"]))
+                              bytes(sub["content-hash"]), bytes(sub["signature"]),
+                              bytes(sub["seed-commit"]))
     assert recover_submission(ledger.domain, signed) == sub["contributor"]
+    # the signed commitment opens with the share the node reveals later, and only with it
+    ctx = _ctx(tmp_path, 0)
+    revealed = coop_mod(Message(RecordDict({S.COOP: _coop(ledger, tmp_path, S.REVEAL)}), 0,
+                                "evaluate"), ctx, app_train).content.config_records[P.REVEAL]
+    share = bytes(revealed["share"])
+    assert seed_commitment(share, str(sub["contributor"])) == bytes(sub["seed-commit"])
+    assert seed_commitment(bytes(32), str(sub["contributor"])) != bytes(sub["seed-commit"])
 
 
 def _replying(arrays: dict[str, np.ndarray] | None, metrics: int = 1,

@@ -1,7 +1,9 @@
 """Deployment on loopback: a real ``flower-superlink`` and four ``flower-supernode`` processes,
 anvil and a js-ipfs daemon; ``flwr run`` completes two coordinated rounds, the chain shows
 them, and the audit replays them from chain and IPFS alone. One node trains its own Table I
-architecture (heterogeneous contributors). Per-phase timings are printed."""
+architecture (heterogeneous contributors, so the initiator fuses the accepted models:
+aggregation II; averaging takes one architecture, and a node whose model does not fit the
+global one is a named train failure). Per-phase timings are printed."""
 
 from __future__ import annotations
 
@@ -58,6 +60,8 @@ epochs = 1
 verifiers = 3
 quorum = 2
 min-accuracy-bps = 2000
+aggregation = "II"
+fusion-epochs = 1
 central-eval = true
 chain = ""
 chain-key = ""
@@ -148,7 +152,7 @@ def test_two_coordinated_rounds_on_superlink_supernodes_anvil_ipfs(
         for i in range(NODES):
             cfg = (f"partition-id={i} num-partitions={NODES} "
                    f"key-file='{tmp_path / 'keys' / f'node{i}.json'}' store='{ipfs_url}'")
-            if i == NODES - 1:  # a heterogeneous contributor: its own Table I architecture
+            if i == NODES - 1:  # a heterogeneous contributor (fusion): its own Table I model
                 cfg += " model='table1_c1'"
             procs.start(f"supernode{i}", [
                 str(VENV_BIN / "flower-supernode"), "--insecure",

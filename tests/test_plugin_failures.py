@@ -173,3 +173,43 @@ def test_a_free_rider_is_refused_by_its_verifiers(tmp_path: Path) -> None:
     assert all(a.deposit == 0 for a in accounts.values())
     assert accounts[next(a for a in accounts if a.lower() == rider)].balance < (
         min(a.balance for k, a in accounts.items() if k.lower() != rider))  # penalised, not paid
+
+
+def test_a_contributor_that_withholds_its_seed_share_is_out_and_pays(tmp_path: Path) -> None:
+    """Issue 11, attack 4, through a real run: node 0 answers the reveal stage with another
+    share than the one its submission committed to (to steer the seed). The strategy refuses
+    it by name, the contract settles node 0's submission UNREVEALED (never verified, never
+    aggregated) and takes a penalty from its deposit; the four honest models are accepted and
+    the verifiers came from a seed that mixes their four shares."""
+    import os as _os
+
+    from flwr.app import Message, RecordDict
+
+    from coopflower.client import stages as S
+    from coopflower.client.keys import load_or_create_key
+
+    def steering_mod(msg: Message, context: Context, call_next: Any) -> Message:
+        coop = msg.content.config_records.get(S.COOP)
+        if coop is not None and coop.get(S.STAGE) == S.REVEAL \
+                and int(context.node_config["partition-id"]) == 0:
+            reply = call_next(msg, context)
+            reply.content["reveal"]["share"] = _os.urandom(32)
+            return Message(RecordDict(dict(reply.content)), reply_to=msg)
+        return call_next(msg, context)
+
+    app = ClientApp(mods=[steering_mod, coop_mod])
+    app.train()(app_code.train)
+    app.evaluate()(app_code.evaluate)
+    out = _run(tmp_path, app, 5, lambda: CoordinatedStrategy(
+        FedAvg(fraction_train=1.0, min_available_nodes=5), task=_task(k=3),
+        store=str(tmp_path / "store"), close_at_end=False))
+    (report,) = out["strategy"].reports
+    node0 = load_or_create_key(tmp_path / "home" / "keys" / "node-0.json").address.lower()
+    status = {v[0].lower(): v[2] for v in report.submissions.values()}
+    assert status.pop(node0) == "UNREVEALED", report.submissions
+    assert any(f.phase == "reveal" and "does not open the commitment" in f.reason
+               for f in report.failures), report.failures
+    ledger, task = out["strategy"].ledger, out["strategy"].task_id
+    assert ledger.participant(task, node0).deposit < ledger.task(task).params.min_deposit
+    assert set(status.values()) == {"ACCEPTED"} and len(status) == 4
+    assert ledger.round(task, report.chain_round).revealed == 4

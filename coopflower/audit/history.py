@@ -58,7 +58,7 @@ def _submissions(ledger: Any, events: Sequence[Any], cache: dict[str, Any],
         sig = None
         if fn == "submitBatch":  # the item of this contributor and model (skipped items
             for raw in args["subs"]:  # shift positions: never match by index)
-                item = _item(raw, ("contributor", "contentHash", "cid", "r", "vs"))
+                item = _item(raw, ("contributor", "contentHash", "seedCommit", "cid", "r", "vs"))
                 if (str(item["contributor"]).lower() == str(e.args["contributor"]).lower()
                         and bytes(item["contentHash"]) == bytes(e.args["contentHash"])
                         and bytes(item["cid"]) == bytes(e.args["cid"])):
@@ -66,7 +66,8 @@ def _submissions(ledger: Any, events: Sequence[Any], cache: dict[str, Any],
                     break
         subs.append(SubmissionRecord(
             int(e.args["submission"]), str(e.args["contributor"]), bytes(e.args["cid"]),
-            bytes(e.args["contentHash"]), bytes(e.args["modelDigest"]), sig))
+            bytes(e.args["contentHash"]), bytes(e.args["modelDigest"]), sig,
+            bytes(e.args["seedCommit"])))
     return tuple(subs)
 
 
@@ -150,6 +151,7 @@ def _round(ledger: Any, tid: int, rnd: int, events: Sequence[Any], registered: S
         bool(named("RandomnessLost")),
         _skipped(named("SubmissionSkipped"), named("VoteSkipped"), errors),
         _late(registered, named("RoundOpened"), named("RoundSettled")),
+        tuple((int(e.args["submission"]), bytes(e.args["share"])) for e in named("SeedRevealed")),
     )
 
 
@@ -185,5 +187,5 @@ def collect_history(ledger: Any, task_id: int | None = None) -> list[TaskHistory
                        for rnd in rounds_seen)
         out.append(TaskHistory(
             tid, int(ledger.chain.chain_id), str(ledger.address), p.k, p.quorum,
-            p.min_accuracy_bps, p.reward, p.verifier_fee, rounds))
+            p.min_accuracy_bps, p.reward, p.verifier_fee, rounds, p.reveal_blocks))
     return out

@@ -12,7 +12,7 @@ __all__ = ["AuditError", "Fetch", "SubmissionRecord", "VoteRecord", "SettledReco
 Fetch = Callable[[bytes], bytes]
 """A blob's bytes by binary CID, checked against the CID (raises on a mismatch or no blob)."""
 
-STATUS = {0: "PENDING", 1: "ACCEPTED", 2: "REJECTED", 3: "NO_QUORUM"}
+STATUS = {0: "PENDING", 1: "ACCEPTED", 2: "REJECTED", 3: "NO_QUORUM", 4: "UNREVEALED"}
 
 
 class AuditError(RuntimeError):
@@ -29,6 +29,7 @@ class SubmissionRecord:
     content_hash: bytes
     model_digest: bytes
     signature: bytes | None
+    seed_commit: bytes = bytes(32)
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class RoundHistory:
     lost: bool = False  # RandomnessLost: settled void
     skipped: tuple[str, ...] = ()  # what batches left out, described
     late_registrations: tuple[str, ...] = ()  # registered while this round was in progress
+    shares: tuple[tuple[int, bytes], ...] = ()  # SeedRevealed: (submission, share)
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class TaskHistory:
     reward: int
     verifier_fee: int
     rounds: tuple[RoundHistory, ...]
+    reveal_blocks: int = 0  # > 0: the seed mixes the contributors' revealed shares
 
 
 @dataclass

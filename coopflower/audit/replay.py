@@ -54,12 +54,32 @@ def _seed(where: str, task: TaskHistory, rh: RoundHistory, ra: RoundAudit) -> by
     if rh.rand_block_hash is None:
         ra.problems.append(f"{where}: randomness block {rh.rand_block} hash unavailable")
         return None
-    seed = round_seed(rh.rand_block_hash, task.task_id, rh.round)
-    ra.seed = f"0x{short(seed, 12)} (block {rh.rand_block})"
+    mix = _revealed_mix(where, rh, ra) if task.reveal_blocks else None
+    seed = round_seed(rh.rand_block_hash, task.task_id, rh.round, mix)
+    ra.seed = f"0x{short(seed, 12)} (block {rh.rand_block}" + (
+        f", {len(rh.shares)} of {len(rh.submissions)} shares)" if mix is not None else ")")
     if rh.seed is not None and rh.seed != seed:
         ra.problems.append(f"{where}: recorded seed 0x{rh.seed.hex()} is not the one block "
                            f"{rh.rand_block} gives (0x{seed.hex()})")
     return seed
+
+
+def _revealed_mix(where: str, rh: RoundHistory, ra: RoundAudit) -> bytes:
+    """The XOR of the round's revealed seed shares; a share that does not open its
+    submission's commitment is a problem, an unrevealed submission a note."""
+    from coopflower.ledger.eip712 import seed_commitment
+    from coopflower.ledger.rules import mix_shares
+
+    subs = {s.submission: s for s in rh.submissions}
+    for sid, share in rh.shares:
+        sub = subs.get(sid)
+        if sub is None or seed_commitment(share, sub.contributor) != sub.seed_commit:
+            ra.problems.append(f"{where}: revealed share for submission {sid} does not open "
+                               "its signed commitment")
+    missing = sorted(set(subs) - {sid for sid, _ in rh.shares})
+    ra.notes += [f"{where} submission {sid}: its contributor {subs[sid].contributor} did not "
+                 "reveal its seed share (not verified, penalised)" for sid in missing]
+    return mix_shares([share for _, share in rh.shares])
 
 
 def _check_submission(tag: str, task: TaskHistory, rh: RoundHistory, sub: SubmissionRecord,
@@ -92,7 +112,8 @@ def _check_submission(tag: str, task: TaskHistory, rh: RoundHistory, sub: Submis
         return [*out, f"{tag}: no signature found in the submitting transaction"]
     try:
         signer = recover_submission(Eip712Domain(task.chain_id, task.contract), SignedSubmission(
-            task.task_id, rh.round, sub.contributor, sub.cid, sub.content_hash, sub.signature))
+            task.task_id, rh.round, sub.contributor, sub.cid, sub.content_hash, sub.signature,
+            sub.seed_commit))
     except Exception as exc:
         return [*out, f"{tag}: bad contributor signature ({exc})"]
     if signer.lower() == sub.contributor.lower():
@@ -149,7 +170,7 @@ def _replay_submission(tag: str, task: TaskHistory, rh: RoundHistory, sub: Submi
                        fetch: Fetch, paid: dict[str, int]) -> list[str]:
     """One submission: its checks, its votes' tally against the settled decision, and what
     the rules pay for it (added to ``paid``)."""
-    from coopflower.ledger.rules import assign_verifiers, tally
+    from coopflower.ledger.rules import Status, Tally, assign_verifiers, tally
 
     out = _check_submission(tag, task, rh, sub, row, fetch)
     assigned: list[str] = []
@@ -163,6 +184,9 @@ def _replay_submission(tag: str, task: TaskHistory, rh: RoundHistory, sub: Submi
     out += problems
     row.yes, row.cast = yes, cast
     t = tally(yes, cast, task.quorum)
+    if task.reveal_blocks and sub.submission not in {sid for sid, _ in rh.shares}:
+        t = Tally(Status.UNREVEALED, 0, 0, False)  # not verified: no votes count
+        voted = {}
     row.replayed = t.status.name
     rec = next((s for s in rh.settled if s.submission == sub.submission), None)
     row.recorded = "-" if rec is None else STATUS.get(rec.status, str(rec.status))

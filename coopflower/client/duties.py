@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from coopflower.storage.base import ContentStore
 
 __all__ = ["Submission", "make_submission", "sign_vote", "open_store",
-           "sign_registration", "model_digest", "DutyError"]
+           "sign_registration", "model_digest", "seed_share", "DutyError"]
 
 
 class DutyError(ValueError):
@@ -32,6 +32,7 @@ class Submission:
     content_hash: bytes
     signature: bytes
     store_seconds: float
+    seed_commit: bytes = bytes(32)
 
 
 @functools.lru_cache(maxsize=4)
@@ -45,14 +46,29 @@ def _open(spec: str | None) -> ContentStore:
 def make_submission(key: NodeKey, cfg: Mapping[str, Any], blob: bytes,
                     store_spec: str | None) -> Submission:
     """Put ``blob`` into storage and sign the submission for the round named in ``cfg``."""
-    from coopflower.ledger.eip712 import content_hash
+    from coopflower.ledger.eip712 import content_hash, seed_commitment
 
     t0 = time.perf_counter()
     cid_bytes = _open(store_spec).put(blob).to_bytes()
     stored = time.perf_counter() - t0
     chash = content_hash(blob)
-    sig = _sign("submission", key, cfg, cid=cid_bytes, content_hash=chash)
-    return Submission(cid_bytes, chash, sig, stored)
+    commit = seed_commitment(seed_share(key, cfg), key.address)
+    sig = _sign("submission", key, cfg, cid=cid_bytes, content_hash=chash, seed_commit=commit)
+    return Submission(cid_bytes, chash, sig, stored, commit)
+
+
+def seed_share(key: NodeKey, cfg: Mapping[str, Any]) -> bytes:
+    """The node's seed share for the round named in ``cfg``: derived from its key, so only it
+    knows the share until it reveals it, and it needs no state between train and reveal."""
+    from eth_hash.auto import keccak
+
+    from coopflower.client import protocol as P
+
+    tag = (b"coopflower seed share" + P.get_int(cfg, "chain-id").to_bytes(32, "big")
+           + bytes.fromhex(P.get_str(cfg, "contract").removeprefix("0x"))
+           + P.get_int(cfg, "task-id").to_bytes(32, "big")
+           + P.get_int(cfg, "round").to_bytes(32, "big"))
+    return bytes(keccak(key.private_key + tag))
 
 
 def sign_vote(key: NodeKey, cfg: Mapping[str, Any], submission: int, model_digest: bytes,
@@ -94,7 +110,7 @@ def _sign(kind: str, key: NodeKey, cfg: Mapping[str, Any], **fields: Any) -> byt
     rnd = P.get_int(cfg, "round")
     if kind == "submission":
         return eip712.sign_submission(key.private_key, domain, task_id, rnd, fields["cid"],
-                                      fields["content_hash"]).signature
+                                      fields["content_hash"], fields["seed_commit"]).signature
     if kind == "vote":
         return eip712.sign_vote(key.private_key, domain, task_id, rnd, fields["submission"],
                                 fields["model_digest"], fields["accept"],

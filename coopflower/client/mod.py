@@ -73,6 +73,8 @@ def coop_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Me
         return call_next(msg, context)
     if stage == S.REGISTER:
         return _register(msg, context)
+    if stage == S.REVEAL:
+        return _reveal(msg, context)
     if stage == S.TRAIN:
         if _coop(msg).get("fusion"):
             raise CoopModError("this task fuses the contributors' own models (of any "
@@ -153,6 +155,18 @@ def _register(msg: Message, context: Context) -> Message:
     return Message(content=RecordDict({P.REGISTRATION: record}), reply_to=msg)
 
 
+def _reveal(msg: Message, context: Context) -> Message:
+    """The node's seed share for the round (committed to in its submission); the app is not
+    called. The strategy asks after the randomness block, when the share can no longer help
+    anyone choose the block."""
+    from coopflower.client import duties
+
+    key = node_key(context)
+    record = ConfigRecord({"share": duties.seed_share(key, _coop(msg)),
+                           "contributor": key.address})
+    return Message(content=RecordDict({P.REVEAL: record}), reply_to=msg)
+
+
 # how a model leaves the node: (arrays, meta, coop record, store spec) -> blob
 Packer = Callable[[Mapping[str, np.ndarray], dict[str, str], Mapping[str, Any], "str | None"],
                   bytes]
@@ -203,7 +217,7 @@ def train_stage(msg: Message, context: Context, call_next: ClientAppCallable,
     sub = duties.make_submission(key, coop, blob, store)
     record = ConfigRecord({
         "cid": sub.cid, "content-hash": sub.content_hash, "signature": sub.signature,
-        "contributor": key.address, "model": "",
+        "contributor": key.address, "model": "", "seed-commit": sub.seed_commit,
     })
     ours = MetricRecord({"compute-seconds": t_app, "blob-bytes": len(blob),
                          "handler-seconds": time.perf_counter() - t0})

@@ -32,6 +32,7 @@ METRICS = "metrics"
 SUBMISSION = "submission"
 VOTES = "votes"
 REGISTRATION = "registration"
+REVEAL = "reveal"
 
 
 class ProtocolError(ValueError):

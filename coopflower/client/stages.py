@@ -35,7 +35,8 @@ STAGE = "stage"
 REGISTER = "register"
 TRAIN = "train"
 VERIFY = "verify"
-STAGES = (REGISTER, TRAIN, VERIFY)
+REVEAL = "reveal"
+STAGES = (REGISTER, TRAIN, REVEAL, VERIFY)
 # the figure verifiers report for an IVHE-encrypted model (its cipherspace accuracy)
 IVHE_METRIC = "ivhe-accuracy"
 

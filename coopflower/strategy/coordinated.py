@@ -56,7 +56,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 from flwr.supercore import log
 
-from coopflower.strategy import accepted, evaluation, publish, settlement, stages
+from coopflower.strategy import accepted, evaluation, publish, reveal, settlement, stages
 from coopflower.strategy.aggregate import AggregateFn
 from coopflower.strategy.metering import ByteMeter
 from coopflower.strategy.progress import PhaseLog
@@ -363,6 +363,7 @@ class CoordinatedStrategy(Strategy):
             st.tx0 = self.ledger.chain.tx_count
             stages.open_round(self, st, st.report.chain_round)
         stages.submit(self, st)
+        reveal.reveal(self, st, grid, timeout)
         stages.assign(self, st)
         stages.verify(self, st, grid, evaluate_config, timeout)
 

@@ -75,6 +75,7 @@ def parse_submission(msg: Message, domain: Any, task_id: int, chain_round: int,
             task_id, chain_round, P.get_str(r, "contributor"),
             bytes(r["cid"]), bytes(r["content-hash"]),  # type: ignore[arg-type]
             bytes(r["signature"]),  # type: ignore[arg-type]
+            bytes(r.get("seed-commit", bytes(32))),  # type: ignore[arg-type]
         )
         signer = recover_submission(domain, sub)
     except Exception as exc:

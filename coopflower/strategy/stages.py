@@ -5,7 +5,9 @@
 1. :func:`open_round`: the contract opens the round.
 2. :func:`train`: contributors train, upload and sign; the signed submissions are parsed.
 3. :func:`submit`: every submission in one transaction, which closes the window.
-4. :func:`assign`: verifiers from the randomness block, computed as the contract checks it.
+   (``coopflower.strategy.reveal``: in a task with reveals, the contributors' seed shares.)
+4. :func:`assign`: verifiers from the randomness block (and the revealed shares), computed as
+   the contract checks it.
 5. :func:`verify`: each verifier gets its assignments and returns signed votes.
 
 The chain steps after the votes (relay, settle, record the MetaModel) are in
@@ -34,7 +36,7 @@ from coopflower.strategy.task import StrategyError
 if TYPE_CHECKING:
     from coopflower.strategy.coordinated import CoordinatedStrategy
 
-__all__ = ["RoundState", "open_round", "train", "submit", "assign", "verify"]
+__all__ = ["RoundState", "open_round", "train", "exchange", "submit", "assign", "verify"]
 
 
 @dataclass
@@ -50,6 +52,7 @@ class RoundState:
     replies: list[Message] = field(default_factory=list)  # the submissions' train replies
     by_id: dict[int, SignedSubmission] = field(default_factory=dict)
     assignment: Any = None
+    unrevealed: set[int] = field(default_factory=set)  # submissions without a seed share
     votes: list[SignedVote] = field(default_factory=list)
     accuracies: list[float] = field(default_factory=list)
     compute: float = 0.0
@@ -85,7 +88,7 @@ def train(s: CoordinatedStrategy, st: RoundState, grid: Grid, train_config: Conf
     """Contributors train, store their blobs and sign; the valid submissions are kept."""
     with s.phases.phase(st.rnd, "train") as rec:
         msgs, node_ids = train_messages(s, st, grid, train_config)
-        for msg in _exchange(s, st, "train", grid, msgs, timeout):
+        for msg in exchange(s, st, "train", grid, msgs, timeout):
             nid = msg.metadata.src_node_id
             try:
                 sub = parse_submission(msg, s.ledger.domain, int(s.task_id or 0),
@@ -101,7 +104,7 @@ def train(s: CoordinatedStrategy, st: RoundState, grid: Grid, train_config: Conf
         rec.detail = f"{len(st.subs)} signed submissions from {len(node_ids)} contributors"
 
 
-def _exchange(s: CoordinatedStrategy, st: RoundState, phase: str, grid: Grid,
+def exchange(s: CoordinatedStrategy, st: RoundState, phase: str, grid: Grid,
               msgs: list[Message], timeout: float) -> list[Message]:
     """Send a phase's messages (metered) and collect the replies; an error reply and a node
     that did not answer are the phase's named failures, the usable replies are returned."""
@@ -168,6 +171,8 @@ def assign(s: CoordinatedStrategy, st: RoundState) -> None:
             rec.detail = "nothing to verify"
             return
         _known_on_chain(s, st)
+        for sid in st.unrevealed:  # never verified: the contract skips votes on them
+            st.assignment.verifiers.pop(sid, None)
         rec.detail = (f"seed 0x{st.assignment.seed.hex()[:12]}... from block "
                       f"{st.assignment.rand_block}")
 
@@ -243,7 +248,7 @@ def verify(s: CoordinatedStrategy, st: RoundState, grid: Grid,
     with s.phases.phase(st.rnd, "verify") as rec:
         per_node = _per_node(s, st)
         msgs = verify_messages(s, st, per_node, evaluate_config)
-        replies = _exchange(s, st, "verify", grid, msgs, s.verify_timeout or timeout)
+        replies = exchange(s, st, "verify", grid, msgs, s.verify_timeout or timeout)
         for msg in replies:
             nid = msg.metadata.src_node_id
             st.compute += metric(msg, "compute-seconds")

@@ -29,7 +29,10 @@ class TaskConfig:
     the app's own evaluate returns that verifiers judge by (e.g. ``"eval_acc"``) and
     ``min_metric`` its threshold in [0, 1] (recorded on chain in basis points): both required
     by ``CoordinatedStrategy``, which refuses a task without them. ``max_submissions`` per
-    round (default: the number of nodes), the rest as in ``coopflower.ledger.TaskParams``.
+    round (default: the number of nodes); ``reveal_blocks`` the window in which contributors
+    reveal the seed shares their submissions commit to (default 4; 0: the randomness block
+    alone picks the verifiers, which its sealer can bias); the rest as in
+    ``coopflower.ledger.TaskParams``.
     """
 
     k: int = 3
@@ -44,6 +47,7 @@ class TaskConfig:
     min_deposit: int = 10**15
     penalty_wrong_vote: int = 10**14
     penalty_no_vote: int = 10**14
+    reveal_blocks: int = 4
     spec: str = "coopflower task"
 
     def threshold_bps(self) -> int:

@@ -37,6 +37,11 @@ def register_message(node_id: int, cfg: Mapping[str, Any]) -> Message:
     return Message(RecordDict({S.COOP: _coop(S.REGISTER, cfg)}), node_id, "evaluate")
 
 
+def reveal_message(node_id: int, cfg: Mapping[str, Any]) -> Message:
+    """The ``reveal`` stage: the contributor's seed share, answered by the mod alone."""
+    return Message(RecordDict({S.COOP: _coop(S.REVEAL, cfg)}), node_id, "evaluate")
+
+
 def train_messages(
     inner: Strategy, grid: Grid, server_round: int, arrays: ArrayRecord,
     train_config: ConfigRecord, registered: Iterable[int], cfg: Mapping[str, Any],
