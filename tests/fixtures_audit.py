@@ -89,7 +89,8 @@ def new_task(chain: Chain, tmp_path: Path, rounds: int = 2) -> AuditTask:
 
 def strategy_aggregate(at: AuditTask, rnd: int, subs: Sequence[SignedSubmission],
                        accepted: Sequence[int], inner: Any = None,
-                       replies: Sequence[Any] = (), fuse: Any = None) -> tuple[bytes, bytes]:
+                       replies: Sequence[Any] = (), fuse: Any = None,
+                       weights: str = "equal") -> tuple[bytes, bytes]:
     """The round's aggregate as the coordinated strategy's aggregate stage makes and stores it
     (coopflower's weighted averaging, ``inner``'s ``aggregate_train`` on ``replies``, one per
     submission, or the fusion ``fuse``): its (CID, content hash), not yet recorded."""
@@ -105,7 +106,8 @@ def strategy_aggregate(at: AuditTask, rnd: int, subs: Sequence[SignedSubmission]
     s = SimpleNamespace(phases=PhaseLog(1, stream=None), open_store=lambda: at.store,
                         inner=inner, fusing=fuse is not None,
                         aggregate_fn=fuse or (weighted_average if inner is None else None),
-                        meter=ByteMeter(), encryption=False, secret_key=None, task_id=at.task)
+                        meter=ByteMeter(), encryption=False, secret_key=None, task_id=at.task,
+                        task=SimpleNamespace(weights=weights))
     st = RoundState(1, ArrayRecord(), RoundReport(1, chain_round=rnd))
     st.by_id = dict(enumerate(subs))
     st.subs, st.replies = list(subs), list(replies)

@@ -90,8 +90,9 @@ def test_the_strategy_names_a_skipped_item_and_still_asks_for_votes_on_the_direc
 @pytest.mark.usefixtures("run_identity")  # tests/conftest.py: Messages need a run id
 def test_an_inflated_example_count_does_not_make_the_global_model() -> None:
     """Attack 5: a contributor declaring 10**12 examples. Before: weighted averaging (ours and the
-    inner FedAvg's) returned exactly its arrays. Now each claim counts at most twice the round's
-    median claim, so it weighs like two honest contributors."""
+    inner FedAvg's) returned exactly its arrays. Now the task's default weighs every accepted
+    model the same (the claim sets nothing); a task that takes declared counts clips each at
+    twice the round's median claim, so it weighs like two honest contributors."""
     import numpy as np
     from flwr.app import Message, MetricRecord, RecordDict
     from flwr.serverapp.strategy import FedAvg
@@ -111,7 +112,12 @@ def test_an_inflated_example_count_does_not_make_the_global_model() -> None:
 
     replies = [Message(RecordDict({"metrics": MetricRecord({"num-examples": n})}), 1, "train")
                for n in claims]
-    new, _ = wrapped.aggregate_accepted(
-        FedAvg(), 1, [(a, r) for a, r in zip([*honest, bad], replies, strict=True)])
+    pairs = [(a, r) for a, r in zip([*honest, bad], replies, strict=True)]
+    # the default rule: weights no contributor sets (every accepted model the same)
+    new, _ = wrapped.aggregate_accepted(FedAvg(), 1, pairs)
+    assert new is not None
+    np.testing.assert_allclose(new["w"].numpy(), (3 * 1.0 + 100.0) / 4, rtol=1e-6)
+    # a task that takes the declared counts: each clipped to twice the median claim
+    new, _ = wrapped.aggregate_accepted(FedAvg(), 1, pairs, weights="declared")
     assert new is not None
     np.testing.assert_allclose(new["w"].numpy(), expected, rtol=1e-6)

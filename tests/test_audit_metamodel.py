@@ -173,11 +173,13 @@ def test_an_aggregation_the_audit_does_not_recompute_is_stated(chain: Chain,
 
 
 @pytest.mark.usefixtures("run_identity")  # tests/conftest.py: Messages need a run id
-def test_the_inner_fedavgs_aggregate_is_recomputed_bit_for_bit(chain: Chain,
-                                                                tmp_path: Path) -> None:
+@pytest.mark.parametrize("weights", ["equal", "declared"])
+def test_the_inner_fedavgs_aggregate_is_recomputed_bit_for_bit(chain: Chain, tmp_path: Path,
+                                                                weights: str) -> None:
     """The wrapped strategy's path: the inner FedAvg aggregates the accepted models on replies
-    carrying the contributors' claims (capped); the audit recomputes it with Flower's own
-    ``aggregate_arrayrecords`` from the blobs' claims, bit for bit."""
+    carrying the contributors' claims, weighed by the task's rule (equal, or the claims
+    capped); the audit recomputes it with Flower's own ``aggregate_arrayrecords`` under the
+    rule the blob records, bit for bit."""
     from flwr.app import Message, MetricRecord, RecordDict
     from flwr.serverapp.strategy import FedAvg
 
@@ -185,7 +187,8 @@ def test_the_inner_fedavgs_aggregate_is_recomputed_bit_for_bit(chain: Chain,
     rnd, subs, accepted = at.round(1)
     replies = [Message(RecordDict({"metrics": MetricRecord({"num-examples": 100 + 50 * i})}),
                        1, "train") for i in range(3)]
-    meta = strategy_aggregate(at, rnd, subs, accepted, inner=FedAvg(), replies=replies)
+    meta = strategy_aggregate(at, rnd, subs, accepted, inner=FedAvg(), replies=replies,
+                              weights=weights)
     at.ledger.record_metamodel(at.task, rnd, *meta)
     (ra,) = audit_ledger(at.ledger, at.store, stream=None)
     assert ra.ok, ra.problems

@@ -100,15 +100,16 @@ def _inputs(rh: RoundHistory, prov: Provenance, fetch: Fetch) -> list[Any] | str
     return out
 
 
-def _fedavg(models: Sequence[Any], weighted_by: str) -> Arrays:
-    """FedAvg's ``aggregate_arrayrecords`` on the models in order, each weighted by its claim
-    capped as ``wrapped.aggregate_accepted`` caps it (an integer claim stays an integer)."""
+def _fedavg(models: Sequence[Any], weighted_by: str, rule: str = "declared") -> Arrays:
+    """FedAvg's ``aggregate_arrayrecords`` on the models in order, each weighted as
+    ``wrapped.aggregate_accepted`` weighs it: equally, or by its claim capped."""
     from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
     from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
     from coopflower.strategy.aggregate import capped_counts
 
-    weights = capped_counts([m.num_examples for m in models])
+    weights = (capped_counts([m.num_examples for m in models]) if rule == "declared"
+               else [1.0] * len(models))
     records = [RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in m.arrays.items()}),
                            "metrics": MetricRecord({weighted_by: int(w)})})
                for m, w in zip(models, weights, strict=True)]
@@ -188,7 +189,7 @@ def _recompute(where: str, prov: Provenance, arrays: Arrays, models: Sequence[An
     if agg == WEIGHTED_AVERAGE:
         recomputed = weighted_average(models, arrays)  # current: for its names and shapes only
     elif agg in FEDAVG_LIKE:
-        recomputed = _fedavg(models, prov.weighted_by) if models else None
+        recomputed = _fedavg(models, prov.weighted_by, prov.weights) if models else None
     else:
         return [], f"not recomputed: {agg} {_NOT_REIMPLEMENTED}"
     diff = _differences(arrays, recomputed)

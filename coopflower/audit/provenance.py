@@ -21,7 +21,7 @@ __all__ = ["Provenance", "ProvenanceError", "WEIGHTED_AVERAGE", "FUSION", "aggre
 
 WEIGHTED_AVERAGE = "coopflower.weighted_average"
 FUSION = "coopflower.fusion"
-_AGGREGATION, _INPUTS, _WEIGHTED_BY = "aggregation", "inputs", "weighted-by"
+_AGGREGATION, _INPUTS, _WEIGHTED_BY, _WEIGHTS = "aggregation", "inputs", "weighted-by", "weights"
 
 
 class ProvenanceError(ValueError):
@@ -36,12 +36,13 @@ class Provenance:
     aggregation: str
     inputs: tuple[bytes, ...]
     weighted_by: str = "num-examples"
+    weights: str = "declared"  # the task's rule: "equal", or "declared" (clipped claims)
 
     def metadata(self) -> dict[str, str]:
         """The blob metadata entries (str to str) that record this provenance."""
         return {_AGGREGATION: self.aggregation,
                 _INPUTS: ",".join(cid.hex() for cid in self.inputs),
-                _WEIGHTED_BY: self.weighted_by}
+                _WEIGHTED_BY: self.weighted_by, _WEIGHTS: self.weights}
 
     @classmethod
     def parse(cls, metadata: Mapping[str, str]) -> Provenance:
@@ -58,7 +59,8 @@ class Provenance:
         except ValueError:
             raise ProvenanceError(f"its inputs {metadata[_INPUTS][:80]!r} are not hex CIDs") \
                 from None
-        return cls(metadata[_AGGREGATION], inputs, metadata.get(_WEIGHTED_BY, "num-examples"))
+        return cls(metadata[_AGGREGATION], inputs, metadata.get(_WEIGHTED_BY, "num-examples"),
+                   metadata.get(_WEIGHTS, "declared"))
 
 
 def inner_aggregates(inner: Any, aggregate_fn: Any, fusing: bool) -> bool:
@@ -94,10 +96,11 @@ def metamodel_provenance(s: Any, st: Any, models: Sequence[Any]) -> dict[str, st
     """
     fusing = bool(getattr(s, "fusing", False))
     inputs = [m.cid for m in models]
-    weighted_by = "num-examples"
+    weighted_by, weights = "num-examples", "declared"
     if inner_aggregates(s.inner, s.aggregate_fn, fusing):
+        weights = str(getattr(getattr(s, "task", None), "weights", "declared"))
         replied = {sub.cid for sub in st.subs}
         inputs = [cid for cid in inputs if cid in replied]
         weighted_by = str(getattr(s.inner, "weighted_by_key", weighted_by))
     return Provenance(aggregation_name(s.inner, s.aggregate_fn, fusing), tuple(inputs),
-                      weighted_by).metadata()
+                      weighted_by, weights).metadata()

@@ -68,7 +68,8 @@ def _inner_aggregate(s: CoordinatedStrategy, st: RoundState,
             log(WARNING, "accepted model %s has no train reply (the app's metrics): left out "
                 "of the inner strategy's aggregation", m.cid.hex()[:16])
     new, metrics = wrapped.aggregate_accepted(
-        s.inner, st.rnd, [(m.arrays, reply_of[m.cid]) for m in models if m.cid in reply_of])
+        s.inner, st.rnd, [(m.arrays, reply_of[m.cid]) for m in models if m.cid in reply_of],
+        weights=s.task.weights)
     st.report.app_train_metrics = metrics
     if new is None:
         return None

@@ -32,7 +32,10 @@ class TaskConfig:
     round (default: the number of nodes); ``reveal_blocks`` the window in which contributors
     reveal the seed shares their submissions commit to (default 4; 0: the randomness block
     alone picks the verifiers, which its sealer can bias); the rest as in
-    ``coopflower.ledger.TaskParams``.
+    ``coopflower.ledger.TaskParams``. ``weights`` how the inner strategy weighs the accepted
+    models: ``"equal"`` (the default: no contributor sets its own weight) or ``"declared"``
+    (the count each contributor's train reply claims, clipped to twice the round's median
+    claim); the task's spec hash on chain commits to the rule.
     """
 
     k: int = 3
@@ -48,6 +51,7 @@ class TaskConfig:
     penalty_wrong_vote: int = 10**14
     penalty_no_vote: int = 10**14
     reveal_blocks: int = 4
+    weights: str = "equal"
     spec: str = "coopflower task"
 
     def threshold_bps(self) -> int:
@@ -62,7 +66,8 @@ class TaskConfig:
 
     def spec_text(self) -> str:
         """What the task's on-chain spec hash commits to (the criterion's metric included)."""
-        return f"{self.spec}; criterion: {self.metric} >= {self.threshold_bps()} bps"
+        return (f"{self.spec}; criterion: {self.metric} >= {self.threshold_bps()} bps; "
+                f"weights: {self.weights}")
 
 
 def check_options(strategy: Strategy | None, task: TaskConfig | None, encryption: str | None,
@@ -78,6 +83,10 @@ def check_options(strategy: Strategy | None, task: TaskConfig | None, encryption
         raise StrategyError("the task's criterion is required: task=TaskConfig(metric=<the key "
                             "your evaluate returns>, min_metric=<its threshold in [0, 1]>)")
     task.threshold_bps()  # a missing or bad threshold fails here, not mid-run
+    if task.weights not in ("equal", "declared"):
+        raise StrategyError(f"TaskConfig(weights={task.weights!r}): 'equal' (every accepted "
+                            "model weighs the same) or 'declared' (the contributors' own "
+                            "counts, each clipped to twice the round's median)")
     if encryption and task.metric != IVHE_METRIC:
         raise StrategyError(f"with IVHE encryption the verifiers score models in cipherspace: "
                             f"TaskConfig(metric={IVHE_METRIC!r}, ...) and, on the nodes, "

@@ -82,7 +82,7 @@ def _claim(reply: Message, key: str) -> float:
 
 def aggregate_accepted(
     inner: Strategy, server_round: int, accepted: Sequence[tuple[Mapping[str, Any], Message]],
-    weighted_by: str | None = None,
+    weighted_by: str | None = None, weights: str = "equal",
 ) -> tuple[ArrayRecord | None, MetricRecord | None]:
     """Aggregate the accepted models with the inner strategy.
 
@@ -91,8 +91,11 @@ def aggregate_accepted(
             the contributor's train reply (whose metric record holds the app's metrics).
 
         weighted_by: the metric the inner strategy weights by (default: its
-            ``weighted_by_key``); each contributor's claim is
-            clipped to twice the round's median claim (``aggregate.capped_counts``) first.
+            ``weighted_by_key``).
+        weights: the task's rule (``TaskConfig.weights``): ``"equal"`` gives every accepted
+            model the same weight whatever its contributor wrote in that metric;
+            ``"declared"`` keeps each claim, clipped to twice the round's median claim
+            (``aggregate.capped_counts``).
 
     Returns:
         The inner strategy's ``aggregate_train`` result (``None, None`` with nothing accepted).
@@ -102,10 +105,12 @@ def aggregate_accepted(
     replies = []
     weighted_by = weighted_by or str(getattr(inner, "weighted_by_key", "num-examples"))
     claims = [_claim(reply, weighted_by) for _, reply in accepted]
-    for (arrays, reply), n in zip(accepted, capped_counts(claims), strict=True):
+    counts = capped_counts(claims) if weights == "declared" else [1.0] * len(claims)
+    for (arrays, reply), n in zip(accepted, counts, strict=True):
         metrics = MetricRecord(dict(reply.content.metric_records.get(P.METRICS, MetricRecord())))
-        if weighted_by in metrics:
-            metrics[weighted_by] = int(n) if isinstance(metrics[weighted_by], int) else float(n)
+        if weights != "declared" or weighted_by in metrics:
+            keep_float = isinstance(metrics.get(weighted_by), float)
+            metrics[weighted_by] = float(n) if keep_float else int(n)
         content = RecordDict({
             P.ARRAYS: ArrayRecord({k: Array(v) for k, v in arrays.items()}),
             P.METRICS: metrics,
