@@ -298,6 +298,7 @@ contract CoopLedger {
     );
     event DepositReleased(uint256 indexed taskId, address indexed participant, uint256 amount);
     event Withdrawn(address indexed account, uint256 amount);
+    event ToppedUp(address indexed account, uint256 amount);
 
     // ------------------------------------------------------------------ set-up
     /// @param initialAuthorities the accounts allowed to publish tasks and open rounds
@@ -373,7 +374,7 @@ contract CoopLedger {
         Task storage t = _openTask(taskId);
         if (t.params.inviteOnly) revert RegistrationClosed(taskId);
         _noRoundInProgress(taskId, t);
-        _register(taskId, t, msg.sender, msg.value);
+        _register(taskId, t, msg.sender, msg.value, msg.sender);
     }
 
     /// @notice Register nodes from their signed consent (EIP-712 Registration); the sender pays
@@ -384,13 +385,18 @@ contract CoopLedger {
         Task storage t = _openTask(taskId);
         if (t.params.inviteOnly) _onlyInitiatorOrAuthority(taskId, t);
         _noRoundInProgress(taskId, t);
-        uint256 total;
+        uint256 total = 0;
         for (uint256 i = 0; i < regs.length; i++) {
             SignedRegistration calldata g = regs[i];
             bytes32 structHash = keccak256(abi.encode(REGISTRATION_TYPEHASH, taskId, g.participant, g.deposit));
             _checkSig(structHash, g.r, g.vs, g.participant);
-            _register(taskId, t, g.participant, g.deposit);
-            total += g.deposit;
+            // the participant's own balance pays first (its signed consent names the deposit):
+            // a node that topped up risks its own money, not the relayer's
+            uint256 own = balanceOf[g.participant];
+            if (own > g.deposit) own = g.deposit;
+            if (own != 0) balanceOf[g.participant] -= own;
+            _register(taskId, t, g.participant, g.deposit, own == g.deposit ? g.participant : msg.sender);
+            total += g.deposit - own;
         }
         if (total != msg.value) revert DepositMismatch(msg.value, total);
     }
@@ -410,6 +416,14 @@ contract CoopLedger {
     }
 
     /// @notice Withdraw msg.sender's balance (rewards, fees, refunds, released deposits).
+    /// @notice Add to the sender's balance in the contract, from which `registerFor` takes the
+    /// sender's deposits (and `withdraw` returns what is left).
+    function topUp() external payable {
+        if (msg.value == 0) revert InvalidTaskParameter("value");
+        balanceOf[msg.sender] += msg.value;
+        emit ToppedUp(msg.sender, msg.value);
+    }
+
     function withdraw() external {
         uint256 amount = balanceOf[msg.sender];
         if (amount == 0) revert NothingToWithdraw(msg.sender);
@@ -898,7 +912,7 @@ contract CoopLedger {
         }
     }
 
-    function _register(uint256 taskId, Task storage t, address who, uint256 deposit) internal {
+    function _register(uint256 taskId, Task storage t, address who, uint256 deposit, address payer) internal {
         if (deposit < t.params.minDeposit) revert InsufficientDeposit(deposit, t.params.minDeposit);
         Participant storage p = participants[taskId][who];
         if (p.registered) revert AlreadyRegistered(taskId, who);
@@ -909,7 +923,7 @@ contract CoopLedger {
         p.deposit = uint128(deposit);
         p.index = uint32(index);
         p.registered = true;
-        emit Registered(taskId, who, uint32(index), deposit, msg.sender);
+        emit Registered(taskId, who, uint32(index), deposit, payer);
     }
 
     function _close(uint256 taskId, uint32 round, Task storage t, Round storage rd) internal {

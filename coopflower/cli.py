@@ -1,6 +1,6 @@
 """The ``coopflower`` command: ``demo`` (the main job on embedded defaults), ``audit`` (replay
-rounds from chain and storage), ``devnet`` (a local chain and IPFS node) and ``watch`` (a node
-sends the votes a relayer left out)."""
+rounds from chain and storage), ``devnet`` (a local chain and IPFS node), ``watch`` (a node
+sends the votes a relayer left out) and ``deposit`` (a node pays its own deposits)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     watch.add_argument("--key-file", required=True, help="the node's key file (funded)")
     watch.add_argument("--interval", type=float, default=5.0, help="seconds between passes")
     watch.add_argument("--once", action="store_true", help="one pass, then exit")
+    dep = sub.add_parser("deposit", help="top up this node's balance (its deposits) in a contract")
+    dep.add_argument("--chain", required=True, help="JSON-RPC URL")
+    dep.add_argument("--key-file", required=True, help="the node's key file (funded)")
+    dep.add_argument("--contract", required=True, help="the CoopLedger's address")
+    dep.add_argument("--wei", type=int, required=True, help="how much to add")
     args = parser.parse_args(argv)
+    if args.command == "deposit":
+        from coopflower.client.funds import run_top_up
+
+        return run_top_up(args.chain, args.key_file, args.contract, args.wei)
     if args.command == "watch":
         from coopflower.client.watch import run_watch
 

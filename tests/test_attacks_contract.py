@@ -19,6 +19,7 @@ from coopflower.ledger import (
     sign_registration,
     sign_submission,
 )
+from coopflower.ledger.eip712 import compact_signature
 from tests.fixtures_chain import (  # noqa: F401
     Scenario,
     anvil_node,
@@ -293,3 +294,41 @@ def test_anyone_closes_an_abandoned_task_and_nodes_withdraw_their_deposits(chain
     assert out.named("Withdrawn")[0].args["amount"] == sc.params.min_deposit
     assert sc.chain.balance(addr) > before
     _conserved(sc)
+
+
+# ------------------------------------------------------------------ 11. who pays a deposit
+def test_a_node_that_topped_up_pays_its_own_deposit_and_its_own_penalty(chain: Chain) -> None:
+    """Attack 11, the initiator pays every deposit. Before: ``registerFor`` took every deposit
+    from the relayer's value, so a node risked nothing and its penalty came out of the
+    initiator's money. Now a node's own balance in the contract (``topUp``) pays its deposit
+    first: registered by the same signed consent, the relayer pays only for the others, and
+    the node's missed vote costs the node."""
+    sc = new_scenario(chain, n=4, vote_blocks=6, k=4)  # k = 4: the node verifies every model
+    led, t = sc.ledger, sc.task_id
+    own = _as(sc)  # a node with ETH of its own
+    node = own.chain.address
+    own.top_up(sc.params.min_deposit)
+    assert led.balance_of(node) == sc.params.min_deposit
+    consent = sign_registration(own.chain.account.key, led.domain, t, sc.params.min_deposit)
+    r, vs = compact_signature(consent.signature)
+    with _reverts("DepositMismatch"):  # the node's own balance pays: the relayer's value is 0
+        led._send("registerFor", [t, [(node, consent.deposit, r, vs)]],
+                  value=sc.params.min_deposit)
+    before = chain.balance(chain.address)
+    tx = led.register_for(t, [consent])
+    (reg,) = tx.named("Registered")
+    assert str(reg.args["payer"]) == node and led.balance_of(node) == 0
+    assert chain.balance(chain.address) >= before - 10**16  # gas only: no deposit sent
+    rnd = led.open_round(t).round
+    led.submit_batch(t, rnd, sc.submissions(rnd, [0, 1]), close=True)
+    plan = led.assignments(t, rnd)
+    digests = {s.submission: s.model_digest for s in led.submissions(t, rnd)}
+    led.submit_votes(t, rnd, [sc.vote(rnd, sid, digests[sid], v, True)
+                              for sid, vs in plan.verifiers.items() for v in vs if v != node])
+    chain.wait_for_block(led.round(t, rnd).vote_end + 1)
+    result = led.settle(t, rnd)
+    assert all(node in vs for vs in plan.verifiers.values())
+    assert result.penalized.get(node, 0) == 2 * sc.params.penalty_no_vote
+    assert led.participant(t, node).deposit == sc.params.min_deposit - result.penalized.get(
+        node, 0)
+    _conserved(sc, [node])

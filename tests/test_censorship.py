@@ -98,3 +98,22 @@ def test_the_watcher_waits_for_the_relayer_and_never_sinks_its_batch(
     late = led.submit_votes(t, rnd, votes)  # the relayer's batch, after the node's own vote
     assert [(s.who, s.reason) for s in late.skipped] == [(verifiers[0], "AlreadyVoted")]
     assert len(late.recorded) == 2
+
+
+def test_a_node_tops_up_its_own_balance_with_the_cli(anvil_node: ChainNode,  # noqa: F811
+                                                      tmp_path: Path) -> None:
+    """``coopflower deposit``: a node's own money in the contract, from which its deposit is
+    taken when the initiator registers it (tests/test_attacks_contract.py)."""
+    from coopflower.client.keys import load_or_create_key
+    from coopflower.ledger.contract import CoopLedger
+
+    chain = connect(anvil_node.url, private_key=anvil_node.private_keys[0])
+    ledger = CoopLedger.deploy(chain)
+    key_file = tmp_path / "node.json"
+    node = load_or_create_key(key_file).address
+    chain.send_value(node, 10**17)
+    out = subprocess.run(
+        [sys.executable, "-m", "coopflower", "deposit", "--chain", anvil_node.url,
+         "--key-file", str(key_file), "--contract", ledger.address, "--wei", str(10**15)],
+        capture_output=True, text=True, timeout=120, check=True).stdout
+    assert ledger.balance_of(node) == 10**15 and f"{node} holds {10**15} wei" in out

@@ -34,13 +34,22 @@ class TaskCalls(ContractBinding):
         return self._send("register", [task_id], value=deposit)
 
     def register_for(self, task_id: int, regs: Sequence[SignedRegistration]) -> TxResult:
-        """Register nodes from their signed consent in one transaction; the sender pays all
-        deposits (credited to each node)."""
+        """Register nodes from their signed consent in one transaction. Each deposit comes
+        first from the node's own balance in the contract (``top_up``), the rest from the
+        sender."""
         items = []
+        value = 0
         for g in regs:
             r, vs = compact_signature(g.signature)
             items.append((to_checksum_address(g.participant), g.deposit, r, vs))
-        return self._send("registerFor", [task_id, items], value=sum(g.deposit for g in regs))
+            own = int(self._view("balanceOf", to_checksum_address(g.participant)))
+            value += g.deposit - min(own, g.deposit)
+        return self._send("registerFor", [task_id, items], value=value)
+
+    def top_up(self, amount: int) -> TxResult:
+        """Add ``amount`` wei to the sending account's balance in the contract: the node's own
+        money, from which its deposits are paid when it is registered."""
+        return self._send("topUp", [], value=amount)
 
     def release_deposits(self, task_id: int, accounts: Sequence[str]) -> TxResult:
         """After a task closed, move deposits to their owners' balances."""
