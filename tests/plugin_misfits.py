@@ -80,3 +80,39 @@ def free_rider_train(msg: Message, context: Context) -> Message:
         return Message(RecordDict({"arrays": msg.content["arrays"], "metrics": metrics}),
                        reply_to=msg)
     return train(msg, context)
+
+
+def _nudged(record: ArrayRecord, scale: float = 1e-6, seed: int = 0) -> ArrayRecord:
+    """The arrays plus noise of ``scale`` times each array's spread: looks new, is not."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, arr in record.to_torch_state_dict().items():
+        a = arr.numpy()
+        out[name] = torch.tensor(a + scale * (float(a.std()) or 1.0)
+                                 * rng.normal(size=a.shape).astype(a.dtype))
+    return ArrayRecord(out)
+
+
+def noisy_rider_train(msg: Message, context: Context) -> Message:
+    """Node 0 returns the model it was sent with a millionth of noise added (no exact copy);
+    the others train."""
+    if int(context.node_config["partition-id"]) == 0:
+        metrics = MetricRecord({"train_loss": 0.0, "num-examples": 200})
+        return Message(RecordDict({"arrays": _nudged(msg.content["arrays"]),
+                                   "metrics": metrics}), reply_to=msg)
+    return train(msg, context)
+
+
+def stale_train(msg: Message, context: Context) -> Message:
+    """Node 0 trains in round 1, then resubmits that (accepted) model, nudged, in every later
+    round; the others train."""
+    if int(context.node_config["partition-id"]) != 0:
+        return train(msg, context)
+    kept = context.state.array_records.get("stale-kept")
+    if kept is None:
+        reply = train(msg, context)
+        context.state["stale-kept"] = reply.content["arrays"]
+        return reply
+    metrics = MetricRecord({"train_loss": 0.0, "num-examples": 200})
+    return Message(RecordDict({"arrays": _nudged(kept, seed=1), "metrics": metrics}),
+                   reply_to=msg)

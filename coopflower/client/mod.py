@@ -42,6 +42,7 @@ from flwr.clientapp.typing import ClientAppCallable
 
 from coopflower.client import protocol as P
 from coopflower.client import stages as S
+from coopflower.client.copies import Reference, copy_check
 from coopflower.client.keys import NodeKey, load_or_create_key
 
 __all__ = ["coop_mod", "CoopModError", "AppReplyError", "COOP_METRICS"]
@@ -244,9 +245,9 @@ def verify_stage(msg: Message, context: Context, call_next: ClientAppCallable,
     out: dict[str, list[Any]] = {"approve": [], "signatures": [], "accuracy-bps": [],
                                  "reasons": []}
     stats = {"compute-seconds": 0.0, "fetched-bytes": 0, "num-examples": 0}
-    sent = _global_model(store, coop)
-    if sent is not None:
-        check = _not_the_global(sent, check)
+    refs = _references(store, coop)
+    if refs:
+        check = copy_check(refs, P.get_float(coop, "min-distance", 0.0), check)
     for sid, cid, chash in zip(ids, cids, hashes, strict=True):
         t1 = time.perf_counter()
         if judge is None:
@@ -301,29 +302,23 @@ def _to_outbox(context: Context, coop: Mapping[str, Any], verifier: str, ids: li
                                                  strict=True)])
 
 
-def _global_model(store: str | None, coop: Mapping[str, Any]) -> dict[str, np.ndarray] | None:
-    """The global model the round's contributors were sent (by the CID the task's message
-    names), or ``None`` when the message names none."""
+def _references(store: str | None, coop: Mapping[str, Any]) -> list[Reference]:
+    """The models a submission must differ from, by the CIDs the message names: the global
+    model the contributors were sent (``global-cid``) and the previous round's accepted
+    models (``accepted-cids``), each fetched and checked against its CID."""
     from coopflower.blob import unpack_arrays
     from coopflower.client.duties import open_store
 
+    out = []
     cid = coop.get("global-cid")
-    if not isinstance(cid, bytes) or not cid:
-        return None
-    return unpack_arrays(open_store(store).get(cid))[0]  # checked against its CID
-
-
-def _not_the_global(sent: Mapping[str, np.ndarray], then: BlobCheck | None) -> BlobCheck:
-    """A check that refuses the global model itself (a free rider's submission), then ``then``."""
-
-    def check(arrays: Mapping[str, np.ndarray], meta: Mapping[str, str]) -> str:
-        if arrays.keys() == sent.keys() and all(
-                np.shape(arrays[k]) == np.shape(sent[k]) and np.array_equal(arrays[k], sent[k])
-                for k in arrays):
-            return "the global model it was sent, unchanged: nothing was trained (free rider)"
-        return then(arrays, meta) if then is not None else ""
-
-    return check
+    if isinstance(cid, bytes) and cid:
+        out.append(Reference(unpack_arrays(open_store(store).get(cid))[0],
+                             "the global model it was sent", "nothing was trained (free rider)"))
+    for prior in coop.get("accepted-cids", []) or []:
+        out.append(Reference(unpack_arrays(open_store(store).get(bytes(prior)))[0],
+                             f"the accepted model {bytes(prior).hex()[:16]}...",
+                             "a copy of a model already accepted in the task"))
+    return out
 
 
 def _fetch_blob(store: str | None, cid: bytes, chash: bytes) -> tuple[bytes, str]:

@@ -222,11 +222,20 @@ def verify_messages(s: CoordinatedStrategy, st: RoundState, per_node: dict[int, 
         vcfg.update({"metric": s.task.metric, "min-metric-bps": s.task.threshold_bps()})
         if s.fusing:  # each blob is checked against the architecture it names
             vcfg["fusion"] = True
-        elif global_cid:  # verifiers refuse the model a contributor was sent, unchanged
-            vcfg["global-cid"] = global_cid
+        else:  # verifiers refuse the model a contributor was sent, and the last round's
+            # accepted models, unchanged or within the task's distance
+            vcfg.update({"global-cid": global_cid, "accepted-cids": _accepted_before(s),
+                         "min-distance": float(s.task.min_distance)})
         shapes_of = ArrayRecord() if s.fusing else st.arrays
         out.append(wrapped.verify_message(nid, vcfg, shapes_of, evaluate_config))
     return out
+
+
+def _accepted_before(s: CoordinatedStrategy) -> list[bytes]:
+    """The CIDs of the models the previous round accepted (its report, settled by now)."""
+    if not s.reports:
+        return []
+    return [bytes(v[1]) for v in s.reports[-1].submissions.values() if v[2] == "ACCEPTED"]
 
 
 def _store_global(s: CoordinatedStrategy, st: RoundState) -> bytes:

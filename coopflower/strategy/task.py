@@ -35,7 +35,10 @@ class TaskConfig:
     ``coopflower.ledger.TaskParams``. ``weights`` how the inner strategy weighs the accepted
     models: ``"equal"`` (the default: no contributor sets its own weight) or ``"declared"``
     (the count each contributor's train reply claims, clipped to twice the round's median
-    claim); the task's spec hash on chain commits to the rule.
+    claim); the task's spec hash on chain commits to the rule. ``min_distance`` the relative L2
+    distance (``coopflower.client.copies``) within which verifiers refuse a submission as the
+    global model it was sent or a copy of a model the previous round accepted (0: exact
+    copies only).
     """
 
     k: int = 3
@@ -52,6 +55,7 @@ class TaskConfig:
     penalty_no_vote: int = 10**14
     reveal_blocks: int = 4
     weights: str = "equal"
+    min_distance: float = 0.0
     spec: str = "coopflower task"
 
     def threshold_bps(self) -> int:
@@ -67,7 +71,7 @@ class TaskConfig:
     def spec_text(self) -> str:
         """What the task's on-chain spec hash commits to (the criterion's metric included)."""
         return (f"{self.spec}; criterion: {self.metric} >= {self.threshold_bps()} bps; "
-                f"weights: {self.weights}")
+                f"weights: {self.weights}; copies within {self.min_distance:g}")
 
 
 def check_options(strategy: Strategy | None, task: TaskConfig | None, encryption: str | None,
@@ -83,6 +87,8 @@ def check_options(strategy: Strategy | None, task: TaskConfig | None, encryption
         raise StrategyError("the task's criterion is required: task=TaskConfig(metric=<the key "
                             "your evaluate returns>, min_metric=<its threshold in [0, 1]>)")
     task.threshold_bps()  # a missing or bad threshold fails here, not mid-run
+    if not task.min_distance >= 0.0:
+        raise StrategyError(f"TaskConfig(min_distance={task.min_distance}) must be >= 0")
     if task.weights not in ("equal", "declared"):
         raise StrategyError(f"TaskConfig(weights={task.weights!r}): 'equal' (every accepted "
                             "model weighs the same) or 'declared' (the contributors' own "

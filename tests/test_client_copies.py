@@ -1,0 +1,30 @@
+"""The verifier's copy check (``coopflower.client.copies``): pure arithmetic over arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from coopflower.client.copies import Reference, copy_check, relative_distance
+
+
+def test_relative_distance_is_l2_over_all_arrays_and_none_for_other_shapes() -> None:
+    ref = {"a": np.ones((2, 2), np.float32), "b": np.zeros(3, np.float32)}
+    moved = {"a": np.ones((2, 2), np.float32), "b": np.array([0.0, 0.0, 0.2], np.float32)}
+    assert relative_distance(ref, ref) == 0.0
+    assert abs((relative_distance(moved, ref) or 0) - 0.2 / 2.0) < 1e-6  # ||diff|| / ||ref||
+    assert relative_distance({"a": np.ones((4,), np.float32), "b": ref["b"]}, ref) is None
+    assert relative_distance({"a": ref["a"]}, ref) is None
+    assert relative_distance(moved, {"a": np.zeros((2, 2)), "b": np.zeros(3)}) == float("inf")
+
+
+def test_copy_check_names_the_reference_and_the_distance() -> None:
+    ref = {"w": np.linspace(1, 2, 10)}
+    check = copy_check([Reference(ref, "the global model it was sent", "free rider")], 1e-3,
+                       lambda arrays, meta: "then")
+    assert check(dict(ref), {}) == "the global model it was sent, unchanged: free rider"
+    near = check({"w": ref["w"] * (1 + 1e-5)}, {})
+    assert near.startswith("within 1e-05 of the global model") and "0.001" in near
+    assert check({"w": ref["w"] * 1.01}, {}) == "then"  # far enough: the next check decides
+    assert copy_check([], 0.0)({"w": ref["w"]}, {}) == ""
+    exact_only = copy_check([Reference(ref, "x", "y")], 0.0)
+    assert exact_only({"w": ref["w"] * (1 + 1e-9)}, {}) == ""
