@@ -26,7 +26,7 @@ def test_round_overhead_prints_consistent_figures(tmp_path: Path) -> None:
     assert 0.0 < figures["coordination_fraction"] < 1.0
     assert 0.0 < figures["coordination_fraction_steady"] < 1.0
     assert figures["coop_round_s"] > figures["coop_compute_s"] > 0
-    assert figures["tx_per_round"] == 5.0 and figures["tx_per_round_fedavg"] == 1.0
+    assert figures["tx_per_round"] == 6.0 and figures["tx_per_round_fedavg"] == 1.0  # + seed shares
     assert figures["bytes_per_round_coop"] > figures["bytes_per_round_fedavg"] > 0
     # round 2 of 3 ran its vote, settle and record transactions behind round 3's training
     assert figures["coop_overlapped_phases"] == ["record", "settle", "vote"]
@@ -46,7 +46,7 @@ def test_app_overhead_runs_a_third_party_app_under_both_strategies(tmp_path: Pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads(proc.stdout.strip().splitlines()[-1])
     assert figures["app"] == "shapes32" and figures["clients"] == 4
-    assert figures["accepted_per_round"] > 0 and figures["tx_per_round"] == 5.0
+    assert figures["accepted_per_round"] > 0 and figures["tx_per_round"] == 6.0
     assert figures["coop_coordinated_part_s"] > figures["coop_compute_s"] > 0
     assert 0.0 < figures["coordination_fraction"] < 1.0
     assert figures["coop_fed_eval_s"] > 0 and figures["fedavg_round_s"] > figures["fedavg_train_s"]

@@ -79,7 +79,8 @@ def test_contributors_submit_signed_models_of_their_own_architecture(
         s = _train(ledger, tmp_path, ctx, _global(model))
         assert s["contributor"] == r["address"]
         sub = SignedSubmission(1, 1, str(s["contributor"]), bytes(s["cid"]),
-                               bytes(s["content-hash"]), bytes(s["signature"]))
+                               bytes(s["content-hash"]), bytes(s["signature"]),
+                               bytes(s["seed-commit"]))  # type: ignore[arg-type]
         assert recover_submission(ledger.domain, sub) == sub.contributor
         arrays, _ = unpack_arrays(open_store(tmp_path / "store").get(sub.cid))
         assert set(arrays) == set(build_model(model).state_dict())
