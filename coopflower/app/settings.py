@@ -24,12 +24,17 @@ class AppSettings:
     embedded store, shared with simulated nodes) or an IPFS RPC URL; ``chain-key`` the initiator's
     hex key for a JSON-RPC chain (or ``$COOPFLOWER_CHAIN_KEY``); ``contract`` an existing
     deployment's address or empty to deploy; ``verifiers`` k per submission, ``quorum``;
-    ``min-accuracy-bps`` the task's acceptance criterion; ``log-fedavg`` whether the baseline
+    ``min-accuracy-bps`` the task's acceptance criterion (``TaskConfig(metric="accuracy",
+    min_metric=min-accuracy-bps / 10000)``: a verifier's accuracy on all of its verification
+    digits, or ``ivhe-accuracy`` in cipherspace when encrypted); ``log-fedavg`` whether the baseline
     logs its rounds on chain; ``report-file`` a path where the ServerApp writes a JSON report
     (contract, task, per-round phases and timings) when the run ends; ``encryption``
-    ``elementwise`` for IVHE-encrypted models evaluated in cipherspace (empty: plaintext);
-    ``aggregation`` the coordinated strategy's aggregation step: ``average`` (weighted averaging,
-    homogeneous models), ``I`` or ``II`` (MetaModel fusion, Strategy I or gradual fusion II);
+    ``elementwise`` for IVHE-encrypted models evaluated in cipherspace (empty: plaintext; not
+    with fusion); ``aggregation`` the coordinated strategy's aggregation step: ``average`` (the
+    inner ``FedAvg``'s weighted averaging, one architecture), ``I`` or ``II`` (MetaModel fusion,
+    Strategy I or gradual fusion II, ``make_fusion_aggregate``); ``fraction-train`` the inner
+    ``FedAvg``'s (the coordinated strategy runs no federated evaluation: verification is its
+    evaluation);
     ``fusion-epochs`` the fusion network's epochs per stage (``FusionConfig.epochs_stage1`` and
     ``epochs_stage2``); ``connect-timeout`` the seconds the ServerApp waits for k + 1 nodes before
     it stops with a message saying how many came (plain ``flwr run .`` starts 2).
