@@ -42,6 +42,14 @@ class ContractBinding:
                 self._errors[sel] = (e["name"], types, [i["name"] for i in e["inputs"]])
         self.domain = Eip712Domain(chain.chain_id, self.address)
         self._params: dict[int, TaskParams] = {}
+        self.max_batch: int | None = None  # items per transaction at most (None: block gas)
+
+    def batch_size(self, kind: str, extra_per_tx: int = 0) -> int:
+        """Items of ``kind`` (``coopflower.ledger.batches.GAS_PER_ITEM``) per transaction: as
+        many as the block gas limit takes, at most ``max_batch``."""
+        from .batches import batch_size
+
+        return batch_size(self.chain._block_gas_limit(), kind, extra_per_tx, self.max_batch)
 
     def events(
         self, name: str | None = None, from_block: int = 0, task_id: int | None = None

@@ -5,9 +5,11 @@ assignment off chain, submit the signed votes, settle, record the MetaModel."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from eth_utils import to_checksum_address
 
+from .batches import merge, slices
 from .eip712 import SignedSubmission, SignedVote, compact_signature
 from .errors import LedgerError, RandomnessTimeout, TransactionError
 from .records import (
@@ -43,15 +45,22 @@ class RoundCalls(LedgerViews):
         from the ``Submitted`` events and matched by contributor and model digest) and
         ``skipped`` (items already submitted, replayed or copies, which did not revert the
         batch)."""
-        items = []
-        for s in subs:
-            r, vs = compact_signature(s.signature)
-            items.append(
-                (to_checksum_address(s.contributor), bytes(s.content_hash),
-                 bytes(s.seed_commit), bytes(s.cid), r, vs)
-            )
-        tx = self._send("submitBatch", [task_id, round, items, close])
-        return self._submit_result(tx, task_id, round, subs)
+        parts = slices(subs, self.batch_size("submission"))
+        results = []
+        for n, (offset, part) in enumerate(parts):
+            items = []
+            for s in part:
+                r, vs = compact_signature(s.signature)
+                items.append((to_checksum_address(s.contributor), bytes(s.content_hash),
+                              bytes(s.seed_commit), bytes(s.cid), r, vs))
+            last = n == len(parts) - 1  # the window closes with the last batch
+            tx = self._send("submitBatch", [task_id, round, items, close and last])
+            results.append((offset, self._submit_result(tx, task_id, round, part)))
+        merged = merge([r for _, r in results])
+        by_id = {k: v for _, r in results for k, v in r.by_id.items()}
+        skipped = [replace(s, item=s.item + offset) for offset, r in results for s in r.skipped]
+        return SubmitResult(merged.tx_hash, merged.block_number, merged.gas_used, merged.events,
+                            by_id, skipped)
 
     def _submit_result(
         self, tx: TxResult, task_id: int, round: int, subs: Sequence[SignedSubmission]
@@ -141,8 +150,10 @@ class RoundCalls(LedgerViews):
         """Reveal contributors' seed shares (submission id -> share) in one transaction
         (anyone may send them); shares already revealed are passed over by the contract."""
         items = [(int(sid), bytes(share)) for sid, share in sorted(shares.items())]
-        return self._send("revealSeeds", [task_id, round, self.seed_commits(task_id, round),
-                                          items])
+        commits = self.seed_commits(task_id, round)
+        size = self.batch_size("share", extra_per_tx=700 * len(commits))
+        return merge([self._send("revealSeeds", [task_id, round, commits, list(part)])
+                      for _, part in slices(items, size)])
 
     def fix_randomness(self, task_id: int, round: int) -> TxResult:
         """Store the seed on chain now (optional: votes and settlement do it too)."""
@@ -171,18 +182,22 @@ class RoundCalls(LedgerViews):
         Returns: a :class:`VoteResult`: the relayed votes recorded (by the verifier and
         submission of each ``VoteCast``) and the ones skipped as second ballots."""
         models = self._round_models(task_id, round) if votes else {}
-        items = []
-        for v in votes:
-            r, vs = compact_signature(v.signature)
-            chash = models[v.submission][2] if v.submission in models else bytes(32)
-            items.append((to_checksum_address(v.verifier), v.submission, v.accept, v.score_bps,
-                          bytes(v.model_digest), chash, r, vs))
-        tx = self._send("submitVotes", [task_id, round, items])
-        skipped = [
-            Skipped(int(e.args["item"]), str(e.args["verifier"]),
-                    self._error_name(e.args["reason"]), submission=int(e.args["submission"]))
-            for e in tx.named("VoteSkipped")
-        ]
+        results, skipped = [], []
+        for offset, part in slices(votes, self.batch_size("vote")):
+            items = []
+            for v in part:
+                r, vs = compact_signature(v.signature)
+                chash = models[v.submission][2] if v.submission in models else bytes(32)
+                items.append((to_checksum_address(v.verifier), v.submission, v.accept,
+                              v.score_bps, bytes(v.model_digest), chash, r, vs))
+            part_tx = self._send("submitVotes", [task_id, round, items])
+            results.append(part_tx)
+            skipped += [
+                Skipped(offset + int(e.args["item"]), str(e.args["verifier"]),
+                        self._error_name(e.args["reason"]), submission=int(e.args["submission"]))
+                for e in part_tx.named("VoteSkipped")
+            ]
+        tx = merge(results)
         left_out = {s.item for s in skipped}
         cast = {(str(e.args["verifier"]).lower(), int(e.args["submission"]))
                 for e in tx.named("VoteCast")}

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from eth_utils import to_checksum_address
 
+from .batches import merge, slices
 from .binding import ContractBinding
 from .eip712 import SignedRegistration, compact_signature
 from .records import TaskParams, TxResult
@@ -37,14 +38,16 @@ class TaskCalls(ContractBinding):
         """Register nodes from their signed consent in one transaction. Each deposit comes
         first from the node's own balance in the contract (``top_up``), the rest from the
         sender."""
-        items = []
-        value = 0
-        for g in regs:
-            r, vs = compact_signature(g.signature)
-            items.append((to_checksum_address(g.participant), g.deposit, r, vs))
-            own = int(self._view("balanceOf", to_checksum_address(g.participant)))
-            value += g.deposit - min(own, g.deposit)
-        return self._send("registerFor", [task_id, items], value=value)
+        results = []
+        for _, part in slices(regs, self.batch_size("registration")):
+            items, value = [], 0
+            for g in part:
+                r, vs = compact_signature(g.signature)
+                items.append((to_checksum_address(g.participant), g.deposit, r, vs))
+                own = int(self._view("balanceOf", to_checksum_address(g.participant)))
+                value += g.deposit - min(own, g.deposit)
+            results.append(self._send("registerFor", [task_id, items], value=value))
+        return merge(results)
 
     def top_up(self, amount: int) -> TxResult:
         """Add ``amount`` wei to the sending account's balance in the contract: the node's own
