@@ -38,17 +38,19 @@ thread relays the votes, settles and records the MetaModel; the next round joins
 ``open`` (allowed only after settlement), its contributors signing for the round number the
 contract will give (checked). A settlement that differs from the tally stops the run with
 ``StrategyError``. A round with missing votes, and the last round, settle before aggregating.
+
+Where each part lives: the set-up before the first round in ``coopflower.strategy.publish``
+(``setup``), one round in ``coopflower.strategy.one_round`` (``run_round``), its stages in
+``coopflower.strategy.stages``, ``reveal``, ``settlement`` and ``accepted``.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import os
 import sys
-import time
 from collections.abc import Callable, Iterable
-from logging import INFO, WARNING
+from logging import INFO
 from typing import Any, TextIO
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -56,11 +58,11 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 from flwr.supercore import log
 
-from coopflower.strategy import accepted, evaluation, publish, reveal, settlement, stages
+from coopflower.strategy import evaluation, publish
 from coopflower.strategy.aggregate import AggregateFn
 from coopflower.strategy.metering import ByteMeter
+from coopflower.strategy.one_round import run_round
 from coopflower.strategy.progress import PhaseLog
-from coopflower.strategy.replies import tally_votes
 from coopflower.strategy.rounds import (
     NodeFailure,
     RoundReport,
@@ -69,7 +71,6 @@ from coopflower.strategy.rounds import (
     reports_table,
 )
 from coopflower.strategy.settlement import ChainTail
-from coopflower.strategy.stages import RoundState
 from coopflower.strategy.task import StrategyError, TaskConfig, check_options
 
 __all__ = ["CoordinatedStrategy", "TaskConfig", "RoundReport", "NodeFailure", "StrategyError",
@@ -271,7 +272,7 @@ class CoordinatedStrategy(Strategy):
         self.summary()
         self.phases = PhaseLog(num_rounds, self.progress)
         train_config = ConfigRecord() if train_config is None else train_config
-        reg_failures = self._setup(grid, num_rounds, timeout)
+        reg_failures = publish.setup(self, grid, num_rounds, timeout)
         result = Result()
         arrays = initial_arrays
         if evaluate_fn:
@@ -282,9 +283,9 @@ class CoordinatedStrategy(Strategy):
         pending: ChainTail | None = None
         try:
             for rnd in range(1, num_rounds + 1):
-                report, tail = self._round(grid, rnd, arrays, train_config, timeout, pending,
-                                           pipeline=self.pipeline and rnd < num_rounds,
-                                           evaluate_config=evaluate_config)
+                report, tail = run_round(self, grid, rnd, arrays, train_config, timeout, pending,
+                                         pipeline=self.pipeline and rnd < num_rounds,
+                                         evaluate_config=evaluate_config)
                 if pending is not None:  # joined inside the round, before its open
                     record_result(result, pending.report)
                 pending = tail
@@ -306,25 +307,6 @@ class CoordinatedStrategy(Strategy):
             publish.close_task(self)
         return self._finish(result, arrays)
 
-    def _setup(self, grid: Grid, num_rounds: int, timeout: float) -> list[NodeFailure]:
-        """Connect, wait for k + 1 nodes, publish the task, register every node; returns the
-        registration failures (``StrategyError`` when fewer than k + 1 registered)."""
-        with self.phases.phase(0, "setup") as rec:
-            publish.connect(self)
-            # every connected node becomes a participant (a verifier candidate); each round
-            # then samples its contributors
-            node_ids = publish.wait_for_nodes(self, grid, self.task.k + 1)
-            task_id = publish.publish_task(self, num_rounds, len(node_ids))
-            if self.encryption and self.secret_key is None:
-                publish.make_ivhe_keys(self)
-            failures = publish.register(self, grid, node_ids, timeout)
-            rec.detail = (f"contract {self.ledger.address}, task {task_id}, "
-                          f"{len(self.addresses)} nodes registered")
-        for f in failures:
-            log(WARNING, "node %d failed to register: %s", f.node_id, f.reason)
-        publish.check_registered(self, len(node_ids), failures)
-        return failures
-
     def _finish(self, result: Result, arrays: ArrayRecord) -> Result:
         if len(result.arrays) == 0:
             result.arrays = arrays
@@ -335,65 +317,6 @@ class CoordinatedStrategy(Strategy):
 
             write_report(self.report_file, self, result)
         return result
-
-    def _round(
-        self, grid: Grid, rnd: int, arrays: ArrayRecord, train_config: ConfigRecord,
-        timeout: float, previous: ChainTail | None, pipeline: bool,
-        evaluate_config: ConfigRecord | None = None,
-    ) -> tuple[RoundReport, ChainTail | None]:
-        """One round, stage by stage (``coopflower.strategy.stages``); returns its report and,
-        when pipelined, its pending chain steps.
-
-        ``previous`` is the previous round's pending chain steps (joined before this round's
-        ``open``); with ``pipeline`` this round's vote, settle and record steps are left
-        running in the background when every vote came in.
-        """
-        st = RoundState(rnd, arrays, RoundReport(rnd))
-        if previous is None:
-            st.tx0 = self.ledger.chain.tx_count
-            stages.open_round(self, st, None)
-        else:  # the previous round settles in the background: its successor's number is known
-            st.report.chain_round = previous.report.chain_round + 1
-        stages.train(self, st, grid, train_config, timeout)
-        if previous is not None:
-            with self.phases.phase(rnd, "wait-chain") as rec:
-                previous.join()
-                rec.detail = (f"round {previous.report.server_round}'s votes, settlement and "
-                              "MetaModel on chain")
-            st.tx0 = self.ledger.chain.tx_count
-            stages.open_round(self, st, st.report.chain_round)
-        stages.submit(self, st)
-        reveal.reveal(self, st, grid, timeout)
-        stages.assign(self, st)
-        stages.verify(self, st, grid, evaluate_config, timeout)
-
-        # the outcome: known from the votes once all are in, else from the settlement
-        settle_first = len(st.votes) < st.expected_votes or not st.by_id
-        if settle_first:
-            settlement.finish_on_chain(self, st, timeout, None, None)
-            accepted_ids = [sid for sid, v in st.report.submissions.items()
-                            if v[2] == "ACCEPTED"]
-        else:
-            accepted_ids = tally_votes(st.votes, st.by_id, self.task.quorum,
-                                       self.task.threshold_bps())
-        meta = accepted.aggregate(self, st, accepted_ids)
-
-        report = st.report
-        report.compute_seconds, report.handler_seconds = st.compute, st.handler
-        report.bytes = self.meter.total(rnd)
-        for f in report.failures:
-            log(WARNING, "round %d: node %d failed in %s: %s", rnd, f.node_id, f.phase, f.reason)
-        tail = None
-        if settle_first:
-            settlement.record_metamodel(self, st, meta)
-        elif pipeline:
-            report.overlapped_phases = ("vote", "settle", "record")
-            tail = ChainTail(report, functools.partial(
-                settlement.finish_on_chain, self, st, timeout, accepted_ids, meta))
-        else:
-            settlement.finish_on_chain(self, st, timeout, accepted_ids, meta)
-        report.wall_seconds = time.perf_counter() - st.started
-        return report, tail
 
     @property
     def fusing(self) -> bool:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from logging import WARNING
 from typing import TYPE_CHECKING
 
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
+from flwr.supercore import log
 
 from coopflower.client import protocol as P
 from coopflower.ledger.eip712 import content_hash
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
     from coopflower.strategy.coordinated import CoordinatedStrategy
 
 __all__ = ["connect", "wait_for_nodes", "publish_task", "make_ivhe_keys", "register",
-           "check_registered", "close_task"]
+           "check_registered", "close_task", "setup"]
 
 
 def connect(s: CoordinatedStrategy) -> None:
@@ -154,3 +156,24 @@ def check_registered(s: CoordinatedStrategy, num_nodes: int,
         f"{len(s.addresses)} of {num_nodes} nodes registered, the task needs "
         f"{s.task.k + 1} (k={s.task.k} verifiers besides each contributor); "
         f"the others said: {'; '.join(reasons)[:600]}.{hint}")
+
+
+def setup(s: CoordinatedStrategy, grid: Grid, num_rounds: int,
+          timeout: float) -> list[NodeFailure]:
+    """Connect, wait for k + 1 nodes, publish the task, register every node; returns the
+    registration failures (``StrategyError`` when fewer than k + 1 registered)."""
+    with s.phases.phase(0, "setup") as rec:
+        connect(s)
+        # every connected node becomes a participant (a verifier candidate); each round
+        # then samples its contributors
+        node_ids = wait_for_nodes(s, grid, s.task.k + 1)
+        task_id = publish_task(s, num_rounds, len(node_ids))
+        if s.encryption and s.secret_key is None:
+            make_ivhe_keys(s)
+        failures = register(s, grid, node_ids, timeout)
+        rec.detail = (f"contract {s.ledger.address}, task {task_id}, "
+                      f"{len(s.addresses)} nodes registered")
+    for f in failures:
+        log(WARNING, "node %d failed to register: %s", f.node_id, f.reason)
+    check_registered(s, len(node_ids), failures)
+    return failures

@@ -1,6 +1,7 @@
 """The coordinated round as a sequence of stage functions over a ``RoundState``.
 
-``CoordinatedStrategy._round`` calls them in order (the shape of Flower's SecAgg+ workflow):
+``coopflower.strategy.one_round.run_round`` calls them in order (the shape of Flower's SecAgg+
+workflow):
 
 1. :func:`open_round`: the contract opens the round.
 2. :func:`train`: contributors train, upload and sign; the signed submissions are parsed.

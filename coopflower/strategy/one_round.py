@@ -1,0 +1,88 @@
+"""One coordinated round, stage by stage (``coopflower.strategy.stages``), with pipelining: the
+chain steps after the votes left running in the background when every vote came in.
+
+``CoordinatedStrategy.start`` calls :func:`run_round` once a round (see
+``coopflower.strategy.coordinated`` for the round's steps and the pipelining).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from logging import WARNING
+from typing import TYPE_CHECKING
+
+from flwr.app import ArrayRecord, ConfigRecord
+from flwr.serverapp import Grid
+from flwr.supercore import log
+
+from coopflower.strategy import accepted, reveal, settlement, stages
+from coopflower.strategy.replies import tally_votes
+from coopflower.strategy.rounds import RoundReport
+from coopflower.strategy.settlement import ChainTail
+from coopflower.strategy.stages import RoundState
+
+if TYPE_CHECKING:
+    from coopflower.strategy.coordinated import CoordinatedStrategy
+
+__all__ = ["run_round"]
+
+
+def run_round(
+    s: CoordinatedStrategy, grid: Grid, rnd: int, arrays: ArrayRecord, train_config: ConfigRecord,
+    timeout: float, previous: ChainTail | None, pipeline: bool,
+    evaluate_config: ConfigRecord | None = None,
+) -> tuple[RoundReport, ChainTail | None]:
+    """One round, stage by stage (``coopflower.strategy.stages``); returns its report and,
+    when pipelined, its pending chain steps.
+
+    ``previous`` is the previous round's pending chain steps (joined before this round's
+    ``open``); with ``pipeline`` this round's vote, settle and record steps are left
+    running in the background when every vote came in.
+    """
+    st = RoundState(rnd, arrays, RoundReport(rnd))
+    if previous is None:
+        st.tx0 = s.ledger.chain.tx_count
+        stages.open_round(s, st, None)
+    else:  # the previous round settles in the background: its successor's number is known
+        st.report.chain_round = previous.report.chain_round + 1
+    stages.train(s, st, grid, train_config, timeout)
+    if previous is not None:
+        with s.phases.phase(rnd, "wait-chain") as rec:
+            previous.join()
+            rec.detail = (f"round {previous.report.server_round}'s votes, settlement and "
+                          "MetaModel on chain")
+        st.tx0 = s.ledger.chain.tx_count
+        stages.open_round(s, st, st.report.chain_round)
+    stages.submit(s, st)
+    reveal.reveal(s, st, grid, timeout)
+    stages.assign(s, st)
+    stages.verify(s, st, grid, evaluate_config, timeout)
+
+    # the outcome: known from the votes once all are in, else from the settlement
+    settle_first = len(st.votes) < st.expected_votes or not st.by_id
+    if settle_first:
+        settlement.finish_on_chain(s, st, timeout, None, None)
+        accepted_ids = [sid for sid, v in st.report.submissions.items()
+                        if v[2] == "ACCEPTED"]
+    else:
+        accepted_ids = tally_votes(st.votes, st.by_id, s.task.quorum,
+                                   s.task.threshold_bps())
+    meta = accepted.aggregate(s, st, accepted_ids)
+
+    report = st.report
+    report.compute_seconds, report.handler_seconds = st.compute, st.handler
+    report.bytes = s.meter.total(rnd)
+    for f in report.failures:
+        log(WARNING, "round %d: node %d failed in %s: %s", rnd, f.node_id, f.phase, f.reason)
+    tail = None
+    if settle_first:
+        settlement.record_metamodel(s, st, meta)
+    elif pipeline:
+        report.overlapped_phases = ("vote", "settle", "record")
+        tail = ChainTail(report, functools.partial(
+            settlement.finish_on_chain, s, st, timeout, accepted_ids, meta))
+    else:
+        settlement.finish_on_chain(s, st, timeout, accepted_ids, meta)
+    report.wall_seconds = time.perf_counter() - st.started
+    return report, tail
