@@ -42,6 +42,9 @@ class ContractBinding:
                 self._errors[sel] = (e["name"], types, [i["name"] for i in e["inputs"]])
         self.domain = Eip712Domain(chain.chain_id, self.address)
         self._params: dict[int, TaskParams] = {}
+        # (task, round) -> (block it was opened in, that block's hash): every event of the
+        # round is in that block or later, so its event reads need not scan the chain from 0
+        self._round_starts: dict[tuple[int, int], tuple[int, bytes]] = {}
         self.max_batch: int | None = None  # items per transaction at most (None: block gas)
 
     def batch_size(self, kind: str, extra_per_tx: int = 0) -> int:

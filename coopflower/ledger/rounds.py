@@ -33,7 +33,10 @@ class RoundCalls(LedgerViews):
     def open_round(self, task_id: int) -> RoundInfo:
         """Open the task's next round (authority only). Returns: the new round."""
         tx = self._send("openRound", [task_id])
-        return self.round(task_id, int(tx.named("RoundOpened")[0].args["round"]))
+        rnd = int(tx.named("RoundOpened")[0].args["round"])
+        self._round_starts[(task_id, rnd)] = (tx.block_number,
+                                              self.chain.block_hash(tx.block_number))
+        return self.round(task_id, rnd)
 
     def submit_batch(
         self, task_id: int, round: int, subs: Sequence[SignedSubmission], close: bool = True
@@ -124,14 +127,13 @@ class RoundCalls(LedgerViews):
                     timeout: float) -> tuple[bytes, RoundInfo]:
         """The seed of a round with reveals: once every share is in (then stored) or the
         reveal window passed, from the kept block hash and the XOR of the revealed shares."""
-        try:
-            if info.revealed < info.n_submissions:
-                self.chain.wait_for_block(info.reveal_end + 1, timeout)
-            else:
-                self.chain.wait_for_block(info.rand_block + 1, timeout)
-        except TransactionError as exc:
-            raise RandomnessTimeout(str(exc)) from exc
-        info = self.round(task_id, round)
+        target = (info.reveal_end if info.revealed < info.n_submissions else info.rand_block) + 1
+        if self.chain.block_number() < target:  # else ``info`` was read at the block needed
+            try:
+                self.chain.wait_for_block(target, timeout)
+            except TransactionError as exc:
+                raise RandomnessTimeout(str(exc)) from exc
+            info = self.round(task_id, round)
         if info.seed != bytes(32):
             return info.seed, info
         kept = info.rand_hash if info.rand_hash != bytes(32) else None
@@ -142,15 +144,17 @@ class RoundCalls(LedgerViews):
         """Every recorded submission's seed commitment, in submission id order (from the
         ``Submitted`` events): what ``revealSeeds`` checks against the round's chain."""
         found = {int(e.args["submission"]): bytes(e.args["seedCommit"])
-                 for e in self.events("Submitted", task_id=task_id)
-                 if int(e.args["round"]) == round}
+                 for e in self._submitted(task_id, round)}
         return [found[i] for i in range(len(found))]
 
-    def reveal_seeds(self, task_id: int, round: int, shares: dict[int, bytes]) -> TxResult:
+    def reveal_seeds(self, task_id: int, round: int, shares: dict[int, bytes],
+                     commits: Sequence[bytes] | None = None) -> TxResult:
         """Reveal contributors' seed shares (submission id -> share) in one transaction
-        (anyone may send them); shares already revealed are passed over by the contract."""
+        (anyone may send them); shares already revealed are passed over by the contract.
+        ``commits``: the round's ``seed_commits`` when the caller just read them (read here
+        otherwise); the contract checks them against the commitments it accumulated."""
         items = [(int(sid), bytes(share)) for sid, share in sorted(shares.items())]
-        commits = self.seed_commits(task_id, round)
+        commits = list(commits) if commits is not None else self.seed_commits(task_id, round)
         size = self.batch_size("share", extra_per_tx=700 * len(commits))
         return merge([self._send("revealSeeds", [task_id, round, commits, list(part)])
                       for _, part in slices(items, size)])
@@ -170,9 +174,11 @@ class RoundCalls(LedgerViews):
         seed, info = self._randomness(task_id, round, timeout)
         k = self.task_params(task_id).k
         pool = self.participants(task_id)[: info.n_participants]
+        # the contributors alone (one call, no event read): what the assignment depends on
+        contributors = self._view("getSubmissions", task_id, round)[0]
         verifiers = {
-            sub.submission: assign_verifiers(seed, sub.submission, pool, k, sub.contributor)
-            for sub in self.submissions(task_id, round)
+            sid: assign_verifiers(seed, sid, pool, k, str(contributor))
+            for sid, contributor in enumerate(contributors)
         }
         return Assignment(task_id, round, seed, info.rand_block, verifiers)
 

@@ -114,17 +114,40 @@ class LedgerViews(ContractBinding):
         return self._round_models(task_id, round)
 
     def _round_models(self, task_id: int, round: int) -> dict[int, tuple[str, bytes, bytes, bytes]]:
-        topic = next(t for t, n in self._events.items() if n == "Submitted")
-        logs = self.chain.w3.eth.get_logs({
-            "address": self.address, "fromBlock": 0, "toBlock": "latest",
-            "topics": [topic, "0x" + task_id.to_bytes(32, "big").hex(),
-                       "0x" + round.to_bytes(32, "big").hex()],
-        })
         return {
             int(e.args["submission"]): (str(e.args["contributor"]), bytes(e.args["modelDigest"]),
                                         bytes(e.args["contentHash"]), bytes(e.args["cid"]))
-            for e in self._decode_logs(logs)
+            for e in self._submitted(task_id, round)
         }
+
+    def _submitted(self, task_id: int, round: int) -> list[Event]:
+        """The round's ``Submitted`` events (one ``eth_getLogs`` by task and round topics, from
+        the block the round was opened in when this binding opened it)."""
+        topic = next(t for t, n in self._events.items() if n == "Submitted")
+        logs = self.chain.w3.eth.get_logs({
+            "address": self.address, "fromBlock": self._round_start(task_id, round),
+            "toBlock": "latest",
+            "topics": [topic, "0x" + task_id.to_bytes(32, "big").hex(),
+                       "0x" + round.to_bytes(32, "big").hex()],
+        })
+        return self._decode_logs(logs)
+
+    def _round_start(self, task_id: int, round: int) -> int:
+        """The block the round was opened in, as ``open_round`` saw it (0 when this binding
+        did not open it, or when that block is no longer on the chain: a reverted snapshot).
+        No event of the round is older, so reads start there instead of at block 0: the
+        embedded chain's ``eth_getLogs`` reads every block and receipt in its range."""
+        known = self._round_starts.get((task_id, round))
+        if known is None:
+            return 0
+        block, block_hash = known
+        try:
+            if self.chain.block_hash(block) == block_hash:
+                return block
+        except Exception:  # the block is gone (reverted chain)
+            pass
+        del self._round_starts[(task_id, round)]
+        return 0
 
     def _digest(self, task_id: int, round: int, submission: int) -> bytes:
         models = self._round_models(task_id, round)

@@ -53,8 +53,8 @@ def reveal(s: CoordinatedStrategy, st: RoundState, grid: Grid, timeout: float) -
         # never before the randomness block: a share known early helps its sealer choose
         s.ledger.chain.wait_for_block(info.rand_block + 1, timeout=max(timeout, 60.0))
         commits = s.ledger.seed_commits(task_id, rnd)
-        by_contributor = {sub.contributor.lower(): sub.submission
-                          for sub in s.ledger.submissions(task_id, rnd)}
+        by_contributor = {who.lower(): sid
+                          for sid, (who, *_) in s.ledger.round_models(task_id, rnd).items()}
         node_of = {a.lower(): nid for nid, a in s.addresses.items()}
         cfg = {**s.base_config(), "server-round": st.rnd, "round": rnd}
         msgs = [wrapped.reveal_message(node_of[who], cfg)
@@ -73,6 +73,6 @@ def reveal(s: CoordinatedStrategy, st: RoundState, grid: Grid, timeout: float) -
             shares[sid] = share
         st.unrevealed = set(range(len(commits))) - set(shares)
         if shares:
-            st.report.gas += s.ledger.reveal_seeds(task_id, rnd, shares).gas_used
+            st.report.gas += s.ledger.reveal_seeds(task_id, rnd, shares, commits).gas_used
         rec.detail = (f"{len(shares)} of {len(commits)} seed shares in "
                       f"{1 if shares else 0} transaction")
