@@ -77,6 +77,18 @@ def test_pull_schedule_grows_to_its_cap_and_rejects_nonsense() -> None:
             PullSchedule(*bad)
 
 
+def test_a_simulations_grid_is_pulled_every_5_ms_a_superlinks_on_the_growing_schedule() -> None:
+    from itertools import islice
+
+    from flwr.superlink.grid import InMemoryGrid
+
+    from coopflower.strategy.messaging import IN_MEMORY, PullSchedule, default_schedule
+
+    assert default_schedule(InMemoryGrid.__new__(InMemoryGrid)) == IN_MEMORY
+    assert set(islice(IN_MEMORY.intervals(), 3)) == {0.005}
+    assert default_schedule(object()) == PullSchedule()  # type: ignore[arg-type]
+
+
 def test_tally_of_relayed_votes_follows_the_contract_rule() -> None:
     from types import SimpleNamespace
 
