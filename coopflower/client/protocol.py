@@ -13,17 +13,12 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
-    "MSG_REGISTER",
     "ProtocolError",
     "get_int",
     "get_float",
     "get_str",
     "get_list",
 ]
-
-# the message type of an earlier release's registration (``coopflower.strategy.publish``
-# still names it in a branch no strategy takes: every registration is the ``register`` stage)
-MSG_REGISTER = "query.register"
 
 # record keys
 ARRAYS = "arrays"

@@ -8,11 +8,10 @@ from collections.abc import Sequence
 from logging import WARNING
 from typing import TYPE_CHECKING
 
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 from flwr.supercore import log
 
-from coopflower.client import protocol as P
 from coopflower.ledger.eip712 import content_hash
 from coopflower.strategy import wrapped
 from coopflower.strategy.messaging import send_and_receive
@@ -111,10 +110,7 @@ def register(s: CoordinatedStrategy, grid: Grid, node_ids: Sequence[int],
     """Ask every node for its signed consent and register the new ones in one transaction."""
     deposit = s.task.min_deposit
     cfg = ConfigRecord({**s.base_config(), "deposit": str(deposit)})
-    if s.inner is not None:
-        msgs = [wrapped.register_message(nid, cfg) for nid in node_ids]
-    else:
-        msgs = [Message(RecordDict({P.CONFIG: cfg}), nid, P.MSG_REGISTER) for nid in node_ids]
+    msgs = [wrapped.register_message(nid, cfg) for nid in node_ids]
     s.meter.add_sent(0, msgs)
     replies = send_and_receive(grid, msgs, timeout=timeout)
     s.meter.add_received(0, replies)
@@ -150,8 +146,7 @@ def check_registered(s: CoordinatedStrategy, num_nodes: int,
     if len(s.addresses) >= s.task.k + 1:
         return
     reasons = sorted({last_line(f.reason) for f in failures}) or ["no reply"]
-    hint = (" Does the ClientApp run coopflower's mod: ClientApp(mods=[coop_mod])?"
-            if s.inner is not None else "")
+    hint = " Does the ClientApp run coopflower's mod: ClientApp(mods=[coop_mod])?"
     raise StrategyError(
         f"{len(s.addresses)} of {num_nodes} nodes registered, the task needs "
         f"{s.task.k + 1} (k={s.task.k} verifiers besides each contributor); "
