@@ -107,7 +107,10 @@ class ContractBinding:
 
     def _view(self, fn: str, *args: Any) -> Any:
         try:
-            return getattr(self._c.functions, fn)(*args).call()
+            # an explicit sender: without one web3's eth-tester middleware guesses it from
+            # eth_accounts on every call (a third of a view's time on the embedded chain);
+            # no view of the contract reads msg.sender
+            return getattr(self._c.functions, fn)(*args).call({"from": self.chain.address})
         except Exception as exc:
             data = revert_data(exc)
             named = self.decode_revert(data) if data else None
