@@ -249,23 +249,28 @@ def verify_stage(msg: Message, context: Context, call_next: ClientAppCallable,
     if refs:
         check = copy_check(refs, P.get_float(coop, "min-distance", 0.0), check)
     for sid, cid, chash in zip(ids, cids, hashes, strict=True):
-        t1 = time.perf_counter()
+        # compute is the model's evaluation only (the app's evaluate, or the cipherspace
+        # judge): fetching and checking the blob is the round's coordination
         if judge is None:
             arrays, reason, fetched = _fetch_checked(store, bytes(cid), bytes(chash), expected,
                                                      check)
             scored = arrays is not None
             if scored:
+                t1 = time.perf_counter()
                 value, n = _app_metric(msg, context, call_next, arrays or {}, eval_config,
                                        metric)
+                evaluated = time.perf_counter() - t1
         else:
             blob, reason = _fetch_blob(store, bytes(cid), bytes(chash))
             fetched, scored = len(blob), not reason
             if scored:
+                t1 = time.perf_counter()
                 value, n, reason = _judged(judge, blob, coop, context)
+                evaluated = time.perf_counter() - t1
                 scored = not reason
         stats["fetched-bytes"] += fetched
         if scored:
-            stats["compute-seconds"] += time.perf_counter() - t1
+            stats["compute-seconds"] += evaluated
             stats["num-examples"] += n
         # accept: the model is sound; the contract compares the signed score with the task's
         # threshold on chain (a relayer's message cannot move it)
