@@ -202,7 +202,10 @@ def train_stage(msg: Message, context: Context, call_next: ClientAppCallable,
     arrays = _plain(next(iter(reply.array_records.values())))
     sent = msg.content.array_records
     if len(sent) == 1 and len(next(iter(sent.values()))) and not coop.get("heterogeneous"):
-        sent_shapes = {k: tuple(v.shape) for k, v in _plain(next(iter(sent.values()))).items()}
+        # the shapes from the arrays' headers: deserialising the sent model cost as much as
+        # the trained one
+        sent_shapes = {k: tuple(int(d) for d in v.shape)
+                       for k, v in next(iter(sent.values())).items()}
         why = S.shape_mismatch(arrays, sent_shapes)
         if why:
             raise AppReplyError(f"the app's train returned {why}")
@@ -311,19 +314,43 @@ def _references(store: str | None, coop: Mapping[str, Any]) -> list[Reference]:
     """The models a submission must differ from, by the CIDs the message names: the global
     model the contributors were sent (``global-cid``) and the previous round's accepted
     models (``accepted-cids``), each fetched and checked against its CID."""
+    named: list[tuple[bytes, str, str]] = []
+    cid = coop.get("global-cid")
+    if isinstance(cid, bytes) and cid:
+        named.append((bytes(cid), "the global model it was sent",
+                      "nothing was trained (free rider)"))
+    for prior in coop.get("accepted-cids", []) or []:
+        named.append((bytes(prior), f"the accepted model {bytes(prior).hex()[:16]}...",
+                      "a copy of a model already accepted in the task"))
+    arrays = _reference_arrays(store, [c for c, _, _ in named])
+    return [Reference(arrays[c], name, why) for c, name, why in named]
+
+
+# the references of the last verify message, by (store, CID): the next message of the round
+# names the same ones (a CID names one content, checked against it when fetched)
+_REFERENCES: dict[tuple[str | None, bytes], Mapping[str, np.ndarray]] = {}
+
+
+def _reference_arrays(store: str | None,
+                      cids: list[bytes]) -> dict[bytes, Mapping[str, np.ndarray]]:
+    """Each reference model's arrays, fetched (the store checks each blob against its CID) and
+    unpacked unless the last verify message of this process named it too. Only the current
+    references are kept, so the process holds no more models between messages than during
+    one. Read only: the copy checks never write to them."""
     from coopflower.blob import unpack_arrays
     from coopflower.client.duties import open_store
 
-    out = []
-    cid = coop.get("global-cid")
-    if isinstance(cid, bytes) and cid:
-        out.append(Reference(unpack_arrays(open_store(store).get(cid))[0],
-                             "the global model it was sent", "nothing was trained (free rider)"))
-    for prior in coop.get("accepted-cids", []) or []:
-        out.append(Reference(unpack_arrays(open_store(store).get(bytes(prior)))[0],
-                             f"the accepted model {bytes(prior).hex()[:16]}...",
-                             "a copy of a model already accepted in the task"))
-    return out
+    global _REFERENCES
+    kept: dict[tuple[str | None, bytes], Mapping[str, np.ndarray]] = {}
+    for cid in cids:
+        arrays = _REFERENCES.get((store, cid)) or kept.get((store, cid))
+        if arrays is None:
+            arrays = unpack_arrays(open_store(store).get(cid))[0]
+            for arr in arrays.values():
+                arr.setflags(write=False)
+        kept[(store, cid)] = arrays
+    _REFERENCES = kept
+    return {cid: kept[(store, cid)] for cid in cids}
 
 
 def _fetch_blob(store: str | None, cid: bytes, chash: bytes) -> tuple[bytes, str]:
