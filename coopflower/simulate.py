@@ -211,8 +211,12 @@ def _report(summary: SimulationSummary, out: Path) -> None:
     print(f"FedAvg logged its {summary.rounds} rounds in {summary.fedavg_tx} transactions; "
           f"contract {summary.contract}")
     if all(a == summary.nodes for a in summary.coop_accepted_per_round):
-        print("every model was accepted, so the coordinated round's weighted average equals "
-              "FedAvg's: the difference is who decided (signed votes on chain) and the audit trail")
+        same = summary.coop_accuracy == summary.fedavg_accuracy
+        print("every model was accepted; the coordinated round averages them with equal "
+              "weights (the task's rule: no contributor sets its own), FedAvg by the examples "
+              "each node reports" + (", the same here (every node holds as many digits): the "
+                                     "difference is who decided (signed votes on chain) and "
+                                     "the audit trail" if same else ""))
     for failure in summary.coop_failures:
         print(f"failure: {failure}")
     (out / "summary.json").write_text(json.dumps(asdict(summary), indent=1))
