@@ -72,7 +72,9 @@ def reveal(s: CoordinatedStrategy, st: RoundState, grid: Grid, timeout: float) -
                 continue
             shares[sid] = share
         st.unrevealed = set(range(len(commits))) - set(shares)
+        tx0 = s.ledger.chain.tx_count
         if shares:
             st.report.gas += s.ledger.reveal_seeds(task_id, rnd, shares, commits).gas_used
-        rec.detail = (f"{len(shares)} of {len(commits)} seed shares in "
-                      f"{1 if shares else 0} transaction")
+        sent = s.ledger.chain.tx_count - tx0
+        rec.detail = (f"{len(shares)} of {len(commits)} seed shares in {sent} "
+                      f"transaction{'' if sent == 1 else 's'}")

@@ -63,11 +63,13 @@ def _relay_and_settle(s: CoordinatedStrategy, st: RoundState, timeout: float) ->
     report's failures and left out of the aggregation."""
     ledger, task_id, report = s.ledger, int(s.task_id or 0), st.report
     with s.phases.phase(st.rnd, "vote") as rec:
+        tx0 = ledger.chain.tx_count
         if st.votes:
             tx = ledger.submit_votes(task_id, report.chain_round, st.votes)
             report.gas += tx.gas_used
         report.votes = len(st.votes)
-        rec.detail = f"{len(st.votes)} votes in {1 if st.votes else 0} transaction"
+        sent = ledger.chain.tx_count - tx0
+        rec.detail = f"{len(st.votes)} votes in {sent} transaction{'' if sent == 1 else 's'}"
     with s.phases.phase(st.rnd, "settle") as rec:
         if len(st.votes) < st.expected_votes:
             end = ledger.round(task_id, report.chain_round).vote_end

@@ -141,11 +141,13 @@ def train_messages(s: CoordinatedStrategy, st: RoundState, grid: Grid,
 
 
 def submit(s: CoordinatedStrategy, st: RoundState) -> None:
-    """Relay every signed submission in one transaction that closes the window. Items the
+    """Relay every signed submission in as few transactions as the block gas allows, the last
+    closing the window (``coopflower.ledger.batches``). Items the
     contract skips (already submitted by the contributor itself, a replay, a copy of a model
     already on chain) do not sink the batch: each is named in the report."""
     task_id, chain_round = int(s.task_id or 0), st.report.chain_round
     with s.phases.phase(st.rnd, "submit") as rec:
+        tx0 = s.ledger.chain.tx_count
         st.by_id = {}
         if st.subs:
             tx = s.ledger.submit_batch(task_id, chain_round, st.subs, close=True)
@@ -159,7 +161,12 @@ def submit(s: CoordinatedStrategy, st: RoundState) -> None:
                         f"submission skipped by the contract ({sk.reason}){held}")
         else:
             s.ledger.close_submissions(task_id, chain_round)
-        rec.detail = f"{len(st.by_id)} submissions in 1 transaction"
+        rec.detail = (f"{len(st.by_id)} submissions in "
+                      f"{_transactions(s.ledger.chain.tx_count - tx0)}")
+
+
+def _transactions(n: int) -> str:
+    return f"{n} transaction" + ("" if n == 1 else "s")
 
 
 def assign(s: CoordinatedStrategy, st: RoundState) -> None:
