@@ -26,30 +26,55 @@ class Reference:
 
     def __init__(self, arrays: Arrays, name: str, why: str) -> None:
         self.arrays, self.name, self.why = arrays, name, why
+        self._flat: _Flat | None = None
+
+    def flat(self) -> _Flat:
+        """Its names, shapes, all values as one float64 vector and that vector's squared norm
+        (made once: every submission a verifier checks is compared with it)."""
+        if self._flat is None:
+            self._flat = _flatten(self.arrays)
+        return self._flat
+
+
+class _Flat:
+    def __init__(self, signature: tuple[tuple[str, tuple[int, ...]], ...], values: np.ndarray):
+        self.signature, self.values = signature, values
+        self.norm2 = float(values @ values)
+
+
+def _flatten(arrays: Arrays) -> _Flat:
+    names = sorted(arrays)
+    signature = tuple((k, tuple(np.shape(arrays[k]))) for k in names)
+    parts = [np.asarray(arrays[k], np.float64).ravel() for k in names]
+    return _Flat(signature, np.concatenate(parts) if parts else np.zeros(0))
+
+
+def _distance(model: _Flat, reference: _Flat) -> float | None:
+    if model.signature != reference.signature:
+        return None
+    d = model.values - reference.values
+    diff = float(d @ d)
+    if diff == 0.0:
+        return 0.0
+    return float(np.sqrt(diff / reference.norm2)) if reference.norm2 > 0 else float("inf")
 
 
 def relative_distance(model: Arrays, reference: Arrays) -> float | None:
     """``||model - reference|| / ||reference||`` over every array (``None`` when the names or
     shapes differ: then they are different models; ``inf`` for a zero reference that differs)."""
-    if model.keys() != reference.keys() or any(
-            np.shape(model[k]) != np.shape(reference[k]) for k in model):
-        return None
-    diff = sum(float(np.sum((np.asarray(model[k], np.float64)
-                             - np.asarray(reference[k], np.float64)) ** 2)) for k in model)
-    norm = sum(float(np.sum(np.asarray(reference[k], np.float64) ** 2)) for k in model)
-    if diff == 0.0:
-        return 0.0
-    return float(np.sqrt(diff / norm)) if norm > 0 else float("inf")
+    return _distance(_flatten(model), _flatten(reference))
 
 
 def copy_check(references: Sequence[Reference], min_distance: float,
                then: BlobCheck | None = None) -> BlobCheck:
     """A check refusing a submission equal to, or within ``min_distance`` of, any reference
-    (the reason names which and how far), then ``then``."""
+    (the reason names which and how far), then ``then``. The submission is flattened once, each
+    reference once for all submissions."""
 
     def check(arrays: Arrays, meta: Mapping[str, str]) -> str:
+        model = _flatten(arrays)
         for ref in references:
-            d = relative_distance(arrays, ref.arrays)
+            d = _distance(model, ref.flat())
             if d is None:
                 continue
             if d == 0.0:
