@@ -193,8 +193,11 @@ def decrypt_model(enc: EncryptedModel, secret_key: SecretKey) -> dict[str, torch
     """Initiator: the model's float32 state dict by its own names (first layer on the ``p``
     grid; pair-wise, the second layer too). ``CipherFormatError`` when the key does not match
     or a ciphertext does not decrypt within its error bound (tampering)."""
-    if secret_key.params.w != enc.params.w:
-        raise CipherFormatError("secret key and model use different w")
+    for name in ("w", "l"):  # l, the key's decomposition length, matters to no evaluation
+        if getattr(secret_key.params, name) != getattr(enc.params, name):
+            raise CipherFormatError(f"secret key and model use different {name}: "
+                                    f"{getattr(secret_key.params, name)} and "
+                                    f"{getattr(enc.params, name)}")
     st, sc = enc.graph, enc.scaling
     first = st.first
     out = {k: torch.from_numpy(v.copy()) for k, v in enc.plain.items()}
