@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from coopflower.blob import pack_arrays, unpack_arrays
@@ -104,6 +104,7 @@ _VALUES = ["0", "1", "-5", "2", "99999999999999999999", "table4", "pairwise", "e
     ),
     drop=st.booleans(),
 )
+@example(changes={"ivhe.l": "2"}, drop=False)  # found by this test: refused at decryption
 def test_forged_metadata_is_refused_unless_a_free_value(changes, drop) -> None:
     meta = dict(_META)
     if drop:
