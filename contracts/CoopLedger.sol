@@ -28,7 +28,6 @@ contract CoopLedger {
     error AlreadySubmitted(uint256 taskId, uint32 round, address contributor);
     error InvalidCid(uint256 length);
     error EmptyBatch();
-    error UnknownRound(uint256 taskId, uint32 round);
     error WrongRoundState(uint256 taskId, uint32 round, uint8 state);
     error RoundInProgress(uint256 taskId, uint32 round);
     error SubmissionWindowClosed(uint256 taskId, uint32 round, uint64 deadlineBlock);

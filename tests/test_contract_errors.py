@@ -5,8 +5,8 @@ The errors the other contract tests leave untriggered are triggered here, each w
 ``pytest.raises(..., match=...)`` naming it (through ``_reverts``). The last tests read the
 .sol itself: every error it raises must be named by a ``match=`` in the contract tests, every
 error it only uses as a skip reason (``X.selector`` in ``SubmissionSkipped`` / ``VoteSkipped``)
-must be asserted as a ``Skipped.reason``, and the one declared but never used
-(``UnknownRound``) is listed as such: a new error without a test fails here.
+must be asserted as a ``Skipped.reason``, and none may be declared and never used: a new
+error without a test fails here.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ TESTS = REPO / "tests"
 # the tests that must name every error: the contract's own and the contract-side attacks
 COVERING = sorted([*TESTS.glob("test_contract_*.py"), TESTS / "test_attacks_contract.py"])
 # declared in the .sol and never raised nor used as a skip reason: nothing can trigger it
-NEVER_RAISED = {"UnknownRound"}
+NEVER_RAISED: set[str] = set()  # UnknownRound was one: deleted (WrongRoundState says it)
 HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0  # n / 2
 ZERO = "0x" + "00" * 20
 
@@ -335,8 +335,8 @@ def test_every_skip_reason_is_asserted_by_a_test() -> None:
 
 
 def test_only_the_listed_errors_are_never_used() -> None:
-    """UnknownRound is declared and never raised: the contract answers an unknown round with
-    WrongRoundState (state 0). Either raise it or delete it; then update NEVER_RAISED."""
+    """No error is declared and never used (``UnknownRound`` was: the contract answers an
+    unknown round with WrongRoundState, state 0, so it was deleted)."""
     declared, raised, skip_only = _errors()
     assert set(declared) - raised - skip_only == NEVER_RAISED
 
