@@ -41,7 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     dep.add_argument("--chain", required=True, help="JSON-RPC URL")
     dep.add_argument("--key-file", required=True, help="the node's key file (funded)")
     dep.add_argument("--contract", required=True, help="the CoopLedger's address")
-    dep.add_argument("--wei", type=int, required=True, help="how much to add")
+    dep.add_argument("--wei", type=int, required=True,
+                     help="the balance to hold (only the shortfall is sent)")
     args = parser.parse_args(argv)
     if args.command == "deposit":
         from coopflower.client.funds import run_top_up

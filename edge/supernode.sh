@@ -14,6 +14,9 @@
 #   WATCH_CHAIN      opt-in: a JSON-RPC URL of the task's chain; the node then also runs
 #                    `coopflower watch`, which sends from KEY_FILE's (funded) key the node's
 #                    signed votes that no relayer sent before the deadline (needs KEY_FILE)
+#   CONTRACT, DEPOSIT_WEI  with WATCH_CHAIN: before starting, hold DEPOSIT_WEI of the node's
+#                    own money in the task's contract (`coopflower deposit`), from which its
+#                    deposits are paid: its penalties then cost the node, not the initiator
 #   CLIENTAPP_PORT   the SuperNode's local ClientAppIo port        (default 9094; one per node/host)
 #   INSECURE=1       plaintext gRPC (loopback and lab networks only); otherwise ROOT_CERT=path
 #   VENV             the virtual environment with coopflower       (default: the repo's .venv)
@@ -53,15 +56,25 @@ else
   args+=(--root-certificates "$ROOT_CERT")
 fi
 export FLWR_TELEMETRY_ENABLED=${FLWR_TELEMETRY_ENABLED:-0}
+deposit=()
+if [ -n "${DEPOSIT_WEI:-}" ]; then
+  : "${WATCH_CHAIN:?set WATCH_CHAIN: DEPOSIT_WEI is paid on that chain}"
+  : "${CONTRACT:?set CONTRACT: the task contract that holds the deposit}"
+  : "${KEY_FILE:?set KEY_FILE: the deposit comes from the node key, which must be funded}"
+  deposit=("$VENV/bin/python" -m coopflower deposit --chain "$WATCH_CHAIN" --key-file "$KEY_FILE"
+           --contract "$CONTRACT" --wei "$DEPOSIT_WEI")
+fi
 watch=()
 if [ -n "${WATCH_CHAIN:-}" ]; then
   : "${KEY_FILE:?set KEY_FILE: WATCH_CHAIN sends votes from the node key, which must be funded}"
   watch=("$VENV/bin/python" -m coopflower watch --chain "$WATCH_CHAIN" --key-file "$KEY_FILE")
 fi
 if [ "$dry" = 1 ]; then
+  [ ${#deposit[@]} -gt 0 ] && { printf '%q ' "${deposit[@]}"; echo; }
   [ ${#watch[@]} -gt 0 ] && { printf '%q ' "${watch[@]}"; echo; }
   printf '%q ' "$VENV/bin/flower-supernode" "${args[@]}"; echo
   exit 0
 fi
+[ ${#deposit[@]} -gt 0 ] && "${deposit[@]}"
 [ ${#watch[@]} -gt 0 ] && "${watch[@]}" &
 exec "$VENV/bin/flower-supernode" "${args[@]}"

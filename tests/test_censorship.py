@@ -117,3 +117,8 @@ def test_a_node_tops_up_its_own_balance_with_the_cli(anvil_node: ChainNode,  # n
          "--key-file", str(key_file), "--contract", ledger.address, "--wei", str(10**15)],
         capture_output=True, text=True, timeout=120, check=True).stdout
     assert ledger.balance_of(node) == 10**15 and f"{node} holds {10**15} wei" in out
+    again = subprocess.run(  # at every start: only the shortfall is sent (none here)
+        [sys.executable, "-m", "coopflower", "deposit", "--chain", anvil_node.url,
+         "--key-file", str(key_file), "--contract", ledger.address, "--wei", str(10**15)],
+        capture_output=True, text=True, timeout=120, check=True).stdout
+    assert ledger.balance_of(node) == 10**15 and f"{node} holds {10**15} wei" in again

@@ -52,6 +52,22 @@ def test_a_node_that_opts_in_also_runs_its_watcher(tmp_path: Path) -> None:
     assert out.returncode != 0 and "KEY_FILE" in out.stderr
 
 
+def test_a_node_that_pays_its_own_deposit_tops_up_before_it_starts(tmp_path: Path) -> None:
+    env = {"SUPERLINK": "127.0.0.1:9092", "PARTITION_ID": "0", "NUM_PARTITIONS": "4",
+           "INSECURE": "1", "WATCH_CHAIN": "http://127.0.0.1:8545", "CONTRACT": "0xabc",
+           "DEPOSIT_WEI": "10000000000000000", "KEY_FILE": str(tmp_path / "k.json")}
+    out = _run(env, "--dry-run")
+    assert out.returncode == 0, out.stderr
+    deposit, watch, node = (shlex.split(line) for line in out.stdout.splitlines())
+    assert deposit[1:] == ["-m", "coopflower", "deposit", "--chain", "http://127.0.0.1:8545",
+                           "--key-file", str(tmp_path / "k.json"), "--contract", "0xabc",
+                           "--wei", "10000000000000000"]
+    assert watch[3] == "watch" and node[0].endswith("flower-supernode")
+    del env["CONTRACT"]
+    out = _run(env, "--dry-run")
+    assert out.returncode != 0 and "CONTRACT" in out.stderr
+
+
 @pytest.mark.parametrize("missing", ["SUPERLINK", "PARTITION_ID", "NUM_PARTITIONS"])
 def test_supernode_script_names_a_missing_setting(missing: str) -> None:
     env = {"SUPERLINK": "127.0.0.1:9092", "PARTITION_ID": "0", "NUM_PARTITIONS": "1",

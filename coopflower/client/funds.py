@@ -17,7 +17,8 @@ __all__ = ["run_top_up"]
 
 def run_top_up(chain_url: str, key_file: str, contract: str, amount: int,
                out: TextIO = sys.stdout) -> int:
-    """``coopflower deposit``: add ``amount`` wei to the node's balance in ``contract``."""
+    """``coopflower deposit``: make the node's balance in ``contract`` at least ``amount`` wei
+    (tops up only the shortfall, so a SuperNode may run it at every start)."""
     from coopflower.client.keys import load_or_create_key
     from coopflower.ledger.backend import connect
     from coopflower.ledger.contract import CoopLedger
@@ -27,7 +28,9 @@ def run_top_up(chain_url: str, key_file: str, contract: str, amount: int,
         return 2
     key = load_or_create_key(Path(key_file).expanduser())
     ledger = CoopLedger.at(connect(chain_url, private_key=key.private_key), contract)
-    ledger.top_up(amount)
+    short = amount - ledger.balance_of(key.address)
+    if short > 0:
+        ledger.top_up(short)
     print(f"{key.address} holds {ledger.balance_of(key.address)} wei in {ledger.address}: "
           "its deposits are paid from it", file=out)
     return 0
