@@ -247,6 +247,7 @@ def verify_stage(msg: Message, context: Context, call_next: ClientAppCallable,
     eval_config = msg.content.config_records.get(P.CONFIG, ConfigRecord())
     out: dict[str, list[Any]] = {"approve": [], "signatures": [], "accuracy-bps": [],
                                  "reasons": []}
+    digests: list[bytes] = []  # what each vote is bound to (kept in the outbox too)
     stats = {"compute-seconds": 0.0, "fetched-bytes": 0, "num-examples": 0}
     refs = _references(store, coop)
     if refs:
@@ -280,11 +281,12 @@ def verify_stage(msg: Message, context: Context, call_next: ClientAppCallable,
         approve = not reason
         bps = S.metric_bps(value) if scored else 0
         digest = duties.model_digest(bytes(cid), bytes(chash))
+        digests.append(digest)
         out["approve"].append(approve)
         out["accuracy-bps"].append(bps)
         out["reasons"].append(reason)
         out["signatures"].append(duties.sign_vote(key, coop, int(sid), digest, approve, bps))
-    _to_outbox(context, coop, key.address, ids, cids, hashes, out)
+    _to_outbox(context, coop, key.address, ids, digests, out)
     record = ConfigRecord({"submission-ids": [int(i) for i in ids], **out,
                            "verifier": key.address})
     ours = MetricRecord({**stats, "handler-seconds": time.perf_counter() - t0})
@@ -292,10 +294,10 @@ def verify_stage(msg: Message, context: Context, call_next: ClientAppCallable,
 
 
 def _to_outbox(context: Context, coop: Mapping[str, Any], verifier: str, ids: list[Any],
-               cids: list[Any], hashes: list[Any], out: Mapping[str, list[Any]]) -> None:
-    """Keep the signed votes on the node, so that its watcher can send them itself if the
-    relayer leaves them out (``coopflower.client.watch``)."""
-    from coopflower.client import duties
+               digests: list[bytes], out: Mapping[str, list[Any]]) -> None:
+    """Keep the signed votes on the node (each bound to the model digest it signed), so that
+    its watcher can send them itself if the relayer leaves them out
+    (``coopflower.client.watch``)."""
     from coopflower.client.outbox import OutboxVote, outbox_path, record_votes
     from coopflower.ledger.eip712 import SignedVote
 
@@ -303,11 +305,9 @@ def _to_outbox(context: Context, coop: Mapping[str, Any], verifier: str, ids: li
     chain_id, contract = P.get_int(coop, "chain-id"), P.get_str(coop, "contract")
     record_votes(outbox_path(key_path(context)), [
         OutboxVote(chain_id, contract, SignedVote(
-            task_id, rnd, int(sid), duties.model_digest(bytes(cid), bytes(chash)), verifier,
-            bool(ok), int(bps), bytes(sig)))
-        for sid, cid, chash, ok, bps, sig in zip(ids, cids, hashes, out["approve"],
-                                                 out["accuracy-bps"], out["signatures"],
-                                                 strict=True)])
+            task_id, rnd, int(sid), digest, verifier, bool(ok), int(bps), bytes(sig)))
+        for sid, digest, ok, bps, sig in zip(ids, digests, out["approve"], out["accuracy-bps"],
+                                             out["signatures"], strict=True)])
 
 
 def _references(store: str | None, coop: Mapping[str, Any]) -> list[Reference]:
