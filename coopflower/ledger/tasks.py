@@ -35,17 +35,18 @@ class TaskCalls(ContractBinding):
         return self._send("register", [task_id], value=deposit)
 
     def register_for(self, task_id: int, regs: Sequence[SignedRegistration]) -> TxResult:
-        """Register nodes from their signed consent in one transaction. Each deposit comes
-        first from the node's own balance in the contract (``top_up``), the rest from the
-        sender."""
+        """Register nodes from their signed consent, in as few transactions as the block gas
+        allows. Each deposit comes first from the node's own balance in the contract
+        (``top_up``), the rest from the sender."""
         results = []
         for _, part in slices(regs, self.batch_size("registration")):
+            who = [to_checksum_address(g.participant) for g in part]
+            balances, _ = self._view("getAccounts", task_id, who)  # one read per batch
             items, value = [], 0
-            for g in part:
+            for g, addr, own in zip(part, who, balances, strict=True):
                 r, vs = compact_signature(g.signature)
-                items.append((to_checksum_address(g.participant), g.deposit, r, vs))
-                own = int(self._view("balanceOf", to_checksum_address(g.participant)))
-                value += g.deposit - min(own, g.deposit)
+                items.append((addr, g.deposit, r, vs))
+                value += g.deposit - min(int(own), g.deposit)
             results.append(self._send("registerFor", [task_id, items], value=value))
         return merge(results)
 
