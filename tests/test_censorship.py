@@ -14,24 +14,31 @@ import pytest
 
 from coopflower.client.outbox import OutboxVote, load_votes, outbox_path, record_votes
 from coopflower.client.watch import send_dropped
-from coopflower.ledger import Status, connect
+from coopflower.ledger import Chain, Status, connect
 from coopflower.ledger.nodes import ChainNode
 from coopflower.ledger.records import Settlement
-from tests.fixtures_chain import anvil_node, new_scenario  # noqa: F401
+from tests.fixtures_chain import Scenario, anvil_node, new_scenario  # noqa: F401
 
 pytestmark = pytest.mark.node
+
+
+def _one_submission(node: ChainNode) -> tuple[Chain, Scenario, int, int, list[str], bytes]:
+    """A task on anvil with one submission in its first round, awaiting its votes: the chain,
+    the scenario, the round, the submission id, its verifiers and its model digest."""
+    chain = connect(node.url, private_key=node.private_keys[0])
+    sc = new_scenario(chain, n=5, vote_blocks=30)
+    rnd = sc.ledger.open_round(sc.task_id).round
+    sc.ledger.submit_batch(sc.task_id, rnd, sc.submissions(rnd, [0]), close=True)
+    (sid, verifiers), = sc.ledger.assignments(sc.task_id, rnd).verifiers.items()
+    digest = sc.ledger.submissions(sc.task_id, rnd)[0].model_digest
+    return chain, sc, rnd, sid, verifiers, digest
 
 
 def _censored_round(node: ChainNode, tmp: Path, watcher: bool) -> tuple[Settlement, str]:
     """One submission, verifiers yes / no / yes; the relayer drops the last verifier's yes.
     With ``watcher`` that verifier's node sends its own vote from its outbox."""
-    chain = connect(node.url, private_key=node.private_keys[0])
-    sc = new_scenario(chain, n=5, vote_blocks=30)
+    chain, sc, rnd, sid, verifiers, digest = _one_submission(node)
     led, t = sc.ledger, sc.task_id
-    rnd = led.open_round(t).round
-    led.submit_batch(t, rnd, sc.submissions(rnd, [0]), close=True)
-    (sid, verifiers), = led.assignments(t, rnd).verifiers.items()
-    digest = led.submissions(t, rnd)[0].model_digest
     votes = [sc.vote(rnd, sid, digest, v, ok, 9500) for v, ok in zip(
         verifiers, (True, False, True), strict=True)]
     censored = verifiers[2]
@@ -74,13 +81,8 @@ def test_the_watcher_waits_for_the_relayer_and_never_sinks_its_batch(
     """Before the relayer's batch the watcher keeps its votes (an honest relayer sends them);
     a vote already on chain is not sent again; the relayer's batch after a node's own vote
     skips it as a second ballot instead of reverting."""
-    chain = connect(anvil_node.url, private_key=anvil_node.private_keys[0])
-    sc = new_scenario(chain, n=5, vote_blocks=30)
+    chain, sc, rnd, sid, verifiers, digest = _one_submission(anvil_node)
     led, t = sc.ledger, sc.task_id
-    rnd = led.open_round(t).round
-    led.submit_batch(t, rnd, sc.submissions(rnd, [0]), close=True)
-    (sid, verifiers), = led.assignments(t, rnd).verifiers.items()
-    digest = led.submissions(t, rnd)[0].model_digest
     votes = [sc.vote(rnd, sid, digest, v, True) for v in verifiers]
     node_chain = chain.with_account(sc.key_of(verifiers[0]))
     chain.send_value(verifiers[0], 10**17)
