@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TextIO
 
-__all__ = ["PhaseLog", "PhaseRecord"]
+__all__ = ["PhaseLog", "PhaseRecord", "transactions"]
 
 
 @dataclass
@@ -52,3 +52,8 @@ class PhaseLog:
             if rnd is None or r.round == rnd:
                 out[r.phase] = out.get(r.phase, 0.0) + r.seconds
         return out
+
+
+def transactions(n: int) -> str:
+    """``"1 transaction"``, ``"3 transactions"``: how many a phase's line says it sent."""
+    return f"{n} transaction" + ("" if n == 1 else "s")

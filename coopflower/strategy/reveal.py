@@ -22,6 +22,7 @@ from flwr.serverapp import Grid
 from coopflower.client import protocol as P
 from coopflower.ledger.eip712 import seed_commitment
 from coopflower.strategy import wrapped
+from coopflower.strategy.progress import transactions
 
 if TYPE_CHECKING:
     from coopflower.strategy.coordinated import CoordinatedStrategy
@@ -75,6 +76,5 @@ def reveal(s: CoordinatedStrategy, st: RoundState, grid: Grid, timeout: float) -
         tx0 = s.ledger.chain.tx_count
         if shares:
             st.report.gas += s.ledger.reveal_seeds(task_id, rnd, shares, commits).gas_used
-        sent = s.ledger.chain.tx_count - tx0
-        rec.detail = (f"{len(shares)} of {len(commits)} seed shares in {sent} "
-                      f"transaction{'' if sent == 1 else 's'}")
+        rec.detail = (f"{len(shares)} of {len(commits)} seed shares in "
+                      f"{transactions(s.ledger.chain.tx_count - tx0)}")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from flwr.app import Message, MetricRecord
 
+from coopflower.strategy.progress import transactions
 from coopflower.strategy.rounds import RoundReport
 from coopflower.strategy.task import StrategyError
 
@@ -68,8 +69,7 @@ def _relay_and_settle(s: CoordinatedStrategy, st: RoundState, timeout: float) ->
             tx = ledger.submit_votes(task_id, report.chain_round, st.votes)
             report.gas += tx.gas_used
         report.votes = len(st.votes)
-        sent = ledger.chain.tx_count - tx0
-        rec.detail = f"{len(st.votes)} votes in {sent} transaction{'' if sent == 1 else 's'}"
+        rec.detail = f"{len(st.votes)} votes in {transactions(ledger.chain.tx_count - tx0)}"
     with s.phases.phase(st.rnd, "settle") as rec:
         if len(st.votes) < st.expected_votes:
             end = ledger.round(task_id, report.chain_round).vote_end

@@ -30,6 +30,7 @@ from flwr.serverapp import Grid
 from coopflower.ledger.eip712 import SignedSubmission, SignedVote
 from coopflower.strategy import wrapped
 from coopflower.strategy.messaging import send_and_receive
+from coopflower.strategy.progress import transactions
 from coopflower.strategy.replies import ReplyError, metric, parse_submission, parse_votes
 from coopflower.strategy.rounds import NodeFailure, RoundReport
 from coopflower.strategy.task import StrategyError
@@ -162,11 +163,7 @@ def submit(s: CoordinatedStrategy, st: RoundState) -> None:
         else:
             s.ledger.close_submissions(task_id, chain_round)
         rec.detail = (f"{len(st.by_id)} submissions in "
-                      f"{_transactions(s.ledger.chain.tx_count - tx0)}")
-
-
-def _transactions(n: int) -> str:
-    return f"{n} transaction" + ("" if n == 1 else "s")
+                      f"{transactions(s.ledger.chain.tx_count - tx0)}")
 
 
 def assign(s: CoordinatedStrategy, st: RoundState) -> None:
