@@ -58,7 +58,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 from flwr.supercore import log
 
-from coopflower.strategy import evaluation, publish
+from coopflower.strategy import evaluation, publish, resume
 from coopflower.strategy.aggregate import AggregateFn
 from coopflower.strategy.metering import ByteMeter
 from coopflower.strategy.one_round import run_round
@@ -99,6 +99,10 @@ class CoordinatedStrategy(Strategy):
         contract: an existing deployment's address (default: deploy a new one).
         ledger: an already bound ``coopflower.ledger.CoopLedger`` (overrides the three above).
         task_id: an existing task to run rounds of (default: publish one).
+        resume: take up the task ``task_id`` after a stopped run (``coopflower.strategy.
+            resume``): its last round is finished from the chain's state, then the task's
+            remaining rounds run (``num_rounds`` then counts the task's rounds from its first).
+            ``$COOPFLOWER_RESUME_TASK`` sets both for an app's unchanged code.
         store: the storage spec (directory or IPFS RPC URL) the initiator and, unless their
             node config says otherwise, the nodes use (default: ``$COOPFLOWER_STORE``, else
             the embedded store's folder).
@@ -148,6 +152,7 @@ class CoordinatedStrategy(Strategy):
         pipeline: bool = True,
         connect_timeout: float = 60.0,
         close_at_end: bool = True,
+        resume: bool = False,
     ) -> None:
         self.inner: Strategy = check_options(strategy, task, encryption, aggregate_fn)
         self.task: TaskConfig = task  # type: ignore[assignment]  # checked just above
@@ -158,6 +163,16 @@ class CoordinatedStrategy(Strategy):
         self.report_file = os.environ.get("COOPFLOWER_REPORT") or None
         self.ledger = ledger
         self.task_id = task_id
+        self.resume = resume
+        resume_env = os.environ.get("COOPFLOWER_RESUME_TASK") or ""
+        if task_id is None and resume_env:
+            try:
+                self.task_id, self.resume = int(resume_env), True
+            except ValueError:
+                raise StrategyError(f"COOPFLOWER_RESUME_TASK={resume_env!r}: expected the id "
+                                    "of the task to resume") from None
+        if self.resume and self.task_id is None:
+            raise StrategyError("resume=True takes up an existing task: pass its task_id")
         self.published_task = False  # a task this strategy published: closed after its run
         self.close_at_end = close_at_end
         self.store_spec = store or os.environ.get("COOPFLOWER_STORE") or None
@@ -174,6 +189,9 @@ class CoordinatedStrategy(Strategy):
             raise StrategyError(f"encryption {encryption!r}: contributors hold only the public "
                                 "key, so the round supports 'elementwise' (or None)")
         self.encryption = encryption or None
+        if self.resume and self.encryption:
+            raise StrategyError("resume with encryption: the stopped run's IVHE secret key is "
+                                "gone, so its encrypted submissions cannot be aggregated")
         self.ivhe_p, self.ivhe_q = ivhe_p, ivhe_q
         self.ivhe_input_range = (float(ivhe_input_range[0]), float(ivhe_input_range[1]))
         self.pipeline = pipeline
@@ -274,38 +292,56 @@ class CoordinatedStrategy(Strategy):
         train_config = ConfigRecord() if train_config is None else train_config
         reg_failures = publish.setup(self, grid, num_rounds, timeout)
         result = Result()
-        arrays = initial_arrays
-        if evaluate_fn:
+        arrays, first = initial_arrays, 1
+        if self.resume:  # the stopped run's last round first, from the chain's state
+            taken = resume.take_up(self, grid, initial_arrays, train_config, evaluate_config,
+                                   timeout)
+            arrays, first = taken.arrays, taken.next_round
+            if taken.report is not None:
+                taken.report.failures[:0], reg_failures = reg_failures, []
+                arrays = self._round_done(result, grid, taken.report, None, arrays,
+                                          evaluate_config, timeout, evaluate_fn)
+        elif evaluate_fn:
             res = evaluate_fn(0, initial_arrays)
             if res is not None:
                 result.evaluate_metrics_serverapp[0] = res
 
         pending: ChainTail | None = None
         try:
-            for rnd in range(1, num_rounds + 1):
+            for rnd in range(first, num_rounds + 1):
                 report, tail = run_round(self, grid, rnd, arrays, train_config, timeout, pending,
                                          pipeline=self.pipeline and rnd < num_rounds,
                                          evaluate_config=evaluate_config)
                 if pending is not None:  # joined inside the round, before its open
                     record_result(result, pending.report)
                 pending = tail
-                report.failures[:0] = reg_failures if rnd == 1 else []
-                self.reports.append(report)
-                if report.new_arrays is not None:
-                    arrays = result.arrays = report.new_arrays
-                if tail is None:
-                    record_result(result, report)
-                if not self.fusing:  # a MetaModel fits no node's app
-                    evaluation.federated(self, grid, rnd, arrays, evaluate_config, timeout,
-                                         result)
-                if evaluate_fn:
-                    evaluation.central(self, evaluate_fn, rnd, arrays, result)
+                report.failures[:0], reg_failures = reg_failures, []
+                arrays = self._round_done(result, grid, report, tail, arrays, evaluate_config,
+                                          timeout, evaluate_fn)
         finally:
             if pending is not None:  # only after an error: the last round never pipelines
                 pending.wait()
         if self.close_at_end and self.published_task:
             publish.close_task(self)
         return self._finish(result, arrays)
+
+    def _round_done(self, result: Result, grid: Grid, report: RoundReport,
+                    tail: ChainTail | None, arrays: ArrayRecord,
+                    evaluate_config: ConfigRecord | None, timeout: float,
+                    evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None,
+                    ) -> ArrayRecord:
+        """A round's report kept, its global model taken and evaluated; returns the model."""
+        rnd = report.server_round
+        self.reports.append(report)
+        if report.new_arrays is not None:
+            arrays = result.arrays = report.new_arrays
+        if tail is None:
+            record_result(result, report)
+        if not self.fusing:  # a MetaModel fits no node's app
+            evaluation.federated(self, grid, rnd, arrays, evaluate_config, timeout, result)
+        if evaluate_fn:
+            evaluation.central(self, evaluate_fn, rnd, arrays, result)
+        return arrays
 
     def _finish(self, result: Result, arrays: ArrayRecord) -> Result:
         if len(result.arrays) == 0:

@@ -88,7 +88,8 @@ def close_task(s: CoordinatedStrategy) -> None:
     to the initiator) and release every participant's deposit to its own balance on the
     contract, from where each node withdraws it: nobody's money stays locked in the task."""
     task_id = int(s.task_id or 0)
-    with s.phases.phase(len(s.reports), "close") as rec:
+    last = s.reports[-1].server_round if s.reports else 0  # a resumed run starts later
+    with s.phases.phase(last, "close") as rec:
         s.ledger.close_task(task_id)
         accounts = s.ledger.participants(task_id)
         if accounts:
