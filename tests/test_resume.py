@@ -89,8 +89,9 @@ def _submitted(ledger: CoopLedger, task: int, rnd: int) -> dict[int, tuple[str, 
             for e in _events(ledger, "Submitted", task, rnd)}
 
 
-def _expected_state(phase: str) -> int:
-    return 3 if phase == "settle" else 2  # VOTING until the settle transaction
+# what the chain shows of round 2 after the kill: (state, submissions, votes)
+AFTER_KILL = {"open": (1, 0, 0), "submit": (2, NODES, 0), "vote": (2, NODES, 3 * NODES),
+              "settle": (3, NODES, 3 * NODES)}
 
 
 def _check_money(ledger: CoopLedger, task: int) -> None:
@@ -116,7 +117,7 @@ def _check_money(ledger: CoopLedger, task: int) -> None:
             1 if int(done.args["accepted"]) else 0)
 
 
-@pytest.mark.parametrize("phase", ["submit", "vote", "settle"])
+@pytest.mark.parametrize("phase", list(AFTER_KILL))
 def test_a_killed_serverapp_is_taken_up_from_the_chain(tmp_path: Path, phase: str) -> None:
     app = _copy(tmp_path, "breastcancer", True)
     with anvil() as node:
@@ -135,11 +136,10 @@ def test_a_killed_serverapp_is_taken_up_from_the_chain(tmp_path: Path, phase: st
         (published,) = ledger.events("TaskPublished")
         task = int(published.args["taskId"])
         info = ledger.round(task, STOPPED)
-        assert ledger.task(task).round_count == STOPPED and info.n_submissions == NODES
-        assert info.state == _expected_state(phase), info
         before = _submitted(ledger, task, STOPPED)
         votes_before = len(_events(ledger, "VoteCast", task, STOPPED))
-        assert votes_before == (0 if phase == "submit" else 3 * NODES)
+        assert ledger.task(task).round_count == STOPPED
+        assert (info.state, len(before), votes_before) == AFTER_KILL[phase], info
 
         second = _run(app, {**env, "COOPFLOWER_RESUME_TASK": str(task),
                             "COOPFLOWER_REPORT": str(tmp_path / "report.json")},
@@ -148,8 +148,10 @@ def test_a_killed_serverapp_is_taken_up_from_the_chain(tmp_path: Path, phase: st
         assert second == 0, text[-6000:]
         assert f"[round {STOPPED}/{ROUNDS}] resume" in text
 
-        # the stopped round settled the submissions it had: the same ones, none added
-        assert _submitted(ledger, task, STOPPED) == before
+        # the stopped round settled the submissions it had: the same ones, none added (a
+        # round stopped before any submission trains again)
+        after = _submitted(ledger, task, STOPPED)
+        assert after == before if before else len(after) == NODES
         assert len(_events(ledger, "VoteCast", task, STOPPED)) == 3 * NODES
         assert ledger.task(task).round_count == ROUNDS
         assert all(ledger.round(task, r).state == 3 for r in range(1, ROUNDS + 1))
@@ -196,9 +198,77 @@ def test_resume_needs_a_task_and_no_encryption(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(StrategyError, match="COOPFLOWER_RESUME_TASK='seven'"):
         CoordinatedStrategy(FedAvg(), task=task)
     monkeypatch.setenv("COOPFLOWER_RESUME_TASK", "7")
+    with pytest.raises(StrategyError, match="resuming task 7 needs the contract it is on"):
+        CoordinatedStrategy(FedAvg(), task=task)
+    monkeypatch.setenv("COOPFLOWER_CONTRACT", "0x" + "11" * 20)
     s = CoordinatedStrategy(FedAvg(), task=task)
     assert (s.task_id, s.resume) == (7, True)
+    from coopflower.app.settings import AppSettings
+    from coopflower.app.wiring import build_strategy
+
+    monkeypatch.delenv("COOPFLOWER_RESUME_TASK")
+    cfg = {"resume-task": 5, "contract": "0x" + "22" * 20}
+    app = build_strategy(AppSettings.from_run_config(cfg))
+    assert isinstance(app, CoordinatedStrategy) and (app.task_id, app.resume) == (5, True)
     with pytest.raises(StrategyError, match="IVHE secret key is gone"):
         CoordinatedStrategy(FedAvg(), task=TaskConfig(metric="ivhe-accuracy", min_metric=0.5),
                             task_id=3, resume=True, encryption="elementwise")
 
+
+
+def test_a_round_left_open_with_submissions_is_closed_and_settled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run stopped between two submission batches leaves the window OPEN with submissions
+    on chain (the embedded chain, in process): the resumed run closes the window on them, has
+    them verified and settled, and runs the task's other round."""
+    from flwr.app import ConfigRecord, Context
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.simulation import run_simulation
+
+    from coopflower.audit import audit_ledger
+    from coopflower.strategy import publish, stages
+    from coopflower.strategy.rounds import RoundReport
+    from tests import plugin_misfits as app_code
+    from tests.test_plugin_failures import _client
+
+    monkeypatch.setenv("COOPFLOWER_HOME", str(tmp_path / "home"))
+    store, out = str(tmp_path / "store"), {}
+
+    def strategy(**kw: object) -> CoordinatedStrategy:
+        return CoordinatedStrategy(FedAvg(fraction_train=1.0), store=store, progress=None,
+                                   task=TaskConfig(metric="eval_acc", min_metric=0.5), **kw)
+
+    def stopped(grid: Grid, context: Context) -> None:  # open, train, one batch, no close
+        s = out["first"] = strategy()
+        publish.setup(s, grid, 2, 120)
+        st = stages.RoundState(1, ArrayRecord(app_code.Net().state_dict()), RoundReport(1))
+        stages.open_round(s, st, None)
+        stages.train(s, st, grid, ConfigRecord({"lr": 0.5}), 120)
+        s.ledger.submit_batch(s.task_id, 1, st.subs[:3], close=False)
+
+    def resumed(grid: Grid, context: Context) -> None:
+        first = out["first"]
+        s = out["second"] = strategy(ledger=first.ledger, task_id=first.task_id, resume=True)
+        out["result"] = s.start(grid=grid, initial_arrays=ArrayRecord(
+            app_code.Net().state_dict()), train_config=ConfigRecord({"lr": 0.5}), num_rounds=2)
+
+    for main in (stopped, resumed):
+        server = ServerApp()
+        server.main()(main)
+        run_simulation(server_app=server, client_app=_client(), num_supernodes=4,
+                       backend_config={"client_resources": {"num_cpus": 1}})
+        if main is stopped:
+            ledger, task = out["first"].ledger, out["first"].task_id
+            assert ledger.round(task, 1).state == 1  # OPEN
+            before = _submitted(ledger, task, 1)
+            assert len(before) == 3
+    s = out["second"]
+    assert "result" in out, "the resumed ServerApp did not finish"
+    assert [r.server_round for r in s.reports] == [1, 2]
+    assert "close" in s.reports[0].phase_seconds
+    assert _submitted(ledger, task, 1) == before
+    assert len(s.reports[0].submissions) == 3 and s.reports[0].votes == 9
+    assert len(s.reports[1].submissions) == 4
+    _check_money(ledger, task)
+    audits = audit_ledger(ledger, s.open_store(), stream=None)
+    assert [a.round for a in audits] == [1, 2] and all(a.ok for a in audits)

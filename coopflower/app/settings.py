@@ -37,7 +37,9 @@ class AppSettings:
     evaluation);
     ``fusion-epochs`` the fusion network's epochs per stage (``FusionConfig.epochs_stage1`` and
     ``epochs_stage2``); ``connect-timeout`` the seconds the ServerApp waits for k + 1 nodes before
-    it stops with a message saying how many came (plain ``flwr run .`` starts 2).
+    it stops with a message saying how many came (plain ``flwr run .`` starts 2);
+    ``resume-task`` the id of a task on ``contract`` whose ServerApp stopped mid-run: the run
+    takes up its last round from the chain and runs its remaining rounds (0: a new task).
 
     Data with ``aggregation`` I or II: the held-out test part (``coopflower.app.data.
     test_indices``, 20% of MNIST, seed 0) is split by ``coopflower.data.partition.
@@ -71,6 +73,7 @@ class AppSettings:
     encryption: str = ""
     aggregation: str = "average"
     fusion_epochs: int = 20
+    resume_task: int = 0
 
     @classmethod
     def from_run_config(cls, cfg: Mapping[str, Any]) -> AppSettings:

@@ -87,4 +87,6 @@ def build_strategy(settings: AppSettings,
         aggregate_fn=fusion,
         encryption=settings.encryption or None,
         connect_timeout=settings.connect_timeout,
+        task_id=settings.resume_task or None,
+        resume=bool(settings.resume_task),
     )

@@ -173,6 +173,9 @@ class CoordinatedStrategy(Strategy):
                                     "of the task to resume") from None
         if self.resume and self.task_id is None:
             raise StrategyError("resume=True takes up an existing task: pass its task_id")
+        if self.resume and ledger is None and not self.contract_address:
+            raise StrategyError(f"resuming task {self.task_id} needs the contract it is on: "
+                                "contract=<address> (or $COOPFLOWER_CONTRACT)")
         self.published_task = False  # a task this strategy published: closed after its run
         self.close_at_end = close_at_end
         self.store_spec = store or os.environ.get("COOPFLOWER_STORE") or None

@@ -68,8 +68,14 @@ def round_finished(info: RoundInfo) -> bool:
 def check_task(s: CoordinatedStrategy) -> None:
     """``StrategyError`` when the task on chain is not the one this run's ``TaskConfig``
     describes (its spec hash, k, quorum and threshold), or is closed."""
+    from coopflower.ledger.errors import ContractRevertError
+
     task_id = int(s.task_id or 0)
-    info = s.ledger.task(task_id)
+    try:
+        info = s.ledger.task(task_id)
+    except ContractRevertError as exc:
+        raise StrategyError(f"task {task_id} is not on contract {s.ledger.address}: "
+                            f"nothing to resume ({exc.name})") from exc
     p, t = info.params, s.task
     if info.closed:
         raise StrategyError(f"task {task_id} is closed: nothing to resume")
