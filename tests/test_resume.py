@@ -216,35 +216,50 @@ def test_resume_needs_a_task_and_no_encryption(monkeypatch: pytest.MonkeyPatch) 
 
 
 
-def test_a_round_left_open_with_submissions_is_closed_and_settled(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A run stopped between two submission batches leaves the window OPEN with submissions
-    on chain (the embedded chain, in process): the resumed run closes the window on them, has
-    them verified and settled, and runs the task's other round."""
+# in-process stops: (what the stopped run did of round 1, the state it leaves, submissions on
+# chain, votes on chain)
+STOPS = {"one-batch": (1, 3, 0), "some-votes": (2, 4, 5)}
+
+
+@pytest.mark.parametrize("stop", list(STOPS))
+def test_a_round_stopped_between_batches_is_finished(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: str) -> None:
+    """A run stopped between two batches (the embedded chain, in process): after one of two
+    submission batches the window is OPEN with submissions on chain, and the resumed run closes
+    it on them; after one vote batch of two only the verifiers whose votes are missing are
+    asked. Either way the round settles what is on chain and the task's other round runs."""
     from flwr.app import ConfigRecord, Context
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
 
     from coopflower.audit import audit_ledger
-    from coopflower.strategy import publish, stages
+    from coopflower.strategy import publish, reveal, stages
     from coopflower.strategy.rounds import RoundReport
     from tests import plugin_misfits as app_code
     from tests.test_plugin_failures import _client
 
     monkeypatch.setenv("COOPFLOWER_HOME", str(tmp_path / "home"))
     store, out = str(tmp_path / "store"), {}
+    state, n_subs, n_votes = STOPS[stop]
 
     def strategy(**kw: object) -> CoordinatedStrategy:
         return CoordinatedStrategy(FedAvg(fraction_train=1.0), store=store, progress=None,
                                    task=TaskConfig(metric="eval_acc", min_metric=0.5), **kw)
 
-    def stopped(grid: Grid, context: Context) -> None:  # open, train, one batch, no close
+    def stopped(grid: Grid, context: Context) -> None:  # round 1 up to its first batch
         s = out["first"] = strategy()
         publish.setup(s, grid, 2, 120)
         st = stages.RoundState(1, ArrayRecord(app_code.Net().state_dict()), RoundReport(1))
         stages.open_round(s, st, None)
         stages.train(s, st, grid, ConfigRecord({"lr": 0.5}), 120)
-        s.ledger.submit_batch(s.task_id, 1, st.subs[:3], close=False)
+        if stop == "one-batch":
+            s.ledger.submit_batch(s.task_id, 1, st.subs[:n_subs], close=False)
+            return
+        stages.submit(s, st)
+        reveal.reveal(s, st, grid, 120)
+        stages.assign(s, st)
+        stages.verify(s, st, grid, None, 120)
+        s.ledger.submit_votes(s.task_id, 1, st.votes[:n_votes])
 
     def resumed(grid: Grid, context: Context) -> None:
         first = out["first"]
@@ -259,16 +274,20 @@ def test_a_round_left_open_with_submissions_is_closed_and_settled(
                        backend_config={"client_resources": {"num_cpus": 1}})
         if main is stopped:
             ledger, task = out["first"].ledger, out["first"].task_id
-            assert ledger.round(task, 1).state == 1  # OPEN
             before = _submitted(ledger, task, 1)
-            assert len(before) == 3
+            votes = _events(ledger, "VoteCast", task, 1)
+            assert (ledger.round(task, 1).state, len(before), len(votes)) == STOPS[stop]
     s = out["second"]
     assert "result" in out, "the resumed ServerApp did not finish"
     assert [r.server_round for r in s.reports] == [1, 2]
-    assert "close" in s.reports[0].phase_seconds
+    assert ("close" in s.reports[0].phase_seconds) == (stop == "one-batch")
     assert _submitted(ledger, task, 1) == before
-    assert len(s.reports[0].submissions) == 3 and s.reports[0].votes == 9
-    assert len(s.reports[1].submissions) == 4
+    cast = [(int(e.args["submission"]), str(e.args["verifier"]).lower())
+            for e in _events(ledger, "VoteCast", task, 1)]
+    assert len(cast) == len(set(cast)) == 3 * n_subs == s.reports[0].votes
+    # the resumed run asked for, and relayed, only the votes that were missing
+    assert s.reports[0].verify_metrics["votes"] == 3 * n_subs - n_votes
+    assert len(s.reports[0].submissions) == n_subs and len(s.reports[1].submissions) == 4
     _check_money(ledger, task)
     audits = audit_ledger(ledger, s.open_store(), stream=None)
     assert [a.round for a in audits] == [1, 2] and all(a.ok for a in audits)
