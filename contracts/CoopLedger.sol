@@ -56,6 +56,7 @@ contract CoopLedger {
     error CommitsMismatch(uint256 taskId, uint32 round);
     error BadReveal(uint256 taskId, uint32 round, uint32 submission);
     error NotRevealed(uint256 taskId, uint32 round, uint32 submission);
+    error GraceNotOver(uint256 taskId, uint32 round, uint64 graceEnd);
 
     // ------------------------------------------------------------------ types
     uint8 internal constant ROUND_NONE = 0;
@@ -96,6 +97,8 @@ contract CoopLedger {
         bool inviteOnly; // only the initiator (or an authority) registers participants
         uint32 revealBlocks; // 0: seed from the randomness block alone; else the window in which
         // contributors reveal the seed shares they committed to in their submissions
+        uint32 graceBlocks; // an authority may close the submission window early only once every
+        // participant submitted or this many blocks passed since the last batch (0: at once)
     }
 
     struct Task {
@@ -117,7 +120,8 @@ contract CoopLedger {
 
     struct Round {
         uint64 submitEnd; // last block accepting submissions
-        uint64 randBlock; // block whose hash seeds verifier assignment
+        uint64 randBlock; // block whose hash seeds verifier assignment; while the round is open,
+        // the block of its last submission batch (or its opening): the grace counts from it
         uint64 voteEnd; // last block accepting votes
         uint32 nSubmissions;
         uint8 state;
@@ -332,6 +336,7 @@ contract CoopLedger {
         if (p.idleBlocks == 0) revert InvalidTaskParameter("idleBlocks");
         // shares are revealed while the randomness block's hash is still readable
         if (p.revealBlocks >= HASH_HORIZON) revert InvalidTaskParameter("revealBlocks");
+        if (p.graceBlocks >= p.submitBlocks) revert InvalidTaskParameter("graceBlocks");
         taskId = ++taskCount;
         Task storage t = tasks[taskId];
         t.initiator = msg.sender;
@@ -446,13 +451,17 @@ contract CoopLedger {
         t.roundCount = round;
         Round storage rd = rounds[_roundKey(taskId, round)];
         rd.submitEnd = uint64(block.number + p.submitBlocks);
+        rd.randBlock = uint64(block.number); // the grace of an early close counts from here
         rd.state = ROUND_OPEN;
         rd.reserved = uint128(reserve);
         emit RoundOpened(taskId, round, rd.submitEnd, reserve);
     }
 
     /// @notice Record signed submissions (one transaction for all contributors). With
-    /// closeWindow the submission window closes after them (an authority only). An item that
+    /// closeWindow (an authority only) the submission window closes after them if every
+    /// registered participant has now submitted (or the task has no grace); otherwise it stays
+    /// open, so that a contributor the relayer left out can still send its own signed
+    /// submission, and closes after the grace (`closeSubmissions`). An item that
     /// someone other than the relayer can make stale (its contributor already submitted in
     /// this round, the same signed message was already recorded, or its content hash was
     /// already submitted in this task: a copied model) is skipped with `SubmissionSkipped`,
@@ -508,21 +517,31 @@ contract CoopLedger {
             n++;
         }
         rd.nSubmissions = uint32(n);
+        rd.randBlock = uint64(block.number); // the last batch: the grace restarts
         if (t.params.revealBlocks != 0) rd.commitAcc = acc;
         if (closeWindow) {
             if (!isAuthority[msg.sender]) revert NotAuthority(msg.sender);
-            _close(taskId, round, t, rd);
+            if (t.params.graceBlocks == 0 || n == participantList[taskId].length) {
+                _close(taskId, round, t, rd);
+            }
         }
     }
 
-    /// @notice Close the submission window: an authority at any time, anyone once it expired.
-    /// Verifier assignment then uses the hash of the next block, which nobody knows yet.
+    /// @notice Close the submission window: anyone once it expired; an authority earlier, once
+    /// every registered participant submitted or `graceBlocks` blocks passed since the round's
+    /// last submission batch (or its opening): a relayer that leaves a submission out cannot
+    /// close the window before its contributor (or anyone) sent it. Verifier assignment then
+    /// uses the hash of the next block, which nobody knows yet.
     function closeSubmissions(uint256 taskId, uint32 round) external {
         Task storage t = _task(taskId);
         Round storage rd = rounds[_roundKey(taskId, round)];
         if (rd.state != ROUND_OPEN) revert WrongRoundState(taskId, round, rd.state);
-        if (!isAuthority[msg.sender] && block.number <= rd.submitEnd) {
-            revert SubmissionWindowOpen(taskId, round, rd.submitEnd);
+        if (block.number <= rd.submitEnd) {
+            if (!isAuthority[msg.sender]) revert SubmissionWindowOpen(taskId, round, rd.submitEnd);
+            uint64 graceEnd = rd.randBlock + t.params.graceBlocks;
+            if (rd.nSubmissions < participantList[taskId].length && block.number <= graceEnd) {
+                revert GraceNotOver(taskId, round, graceEnd);
+            }
         }
         _close(taskId, round, t, rd);
     }

@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     watch = sub.add_parser("watch", help="send this node's votes that no relayer sent")
     watch.add_argument("--chain", required=True, help="JSON-RPC URL")
     watch.add_argument("--key-file", required=True, help="the node's key file (funded)")
-    watch.add_argument("--interval", type=float, default=5.0, help="seconds between passes")
+    watch.add_argument("--interval", type=float, default=1.0, help="seconds between passes")
     watch.add_argument("--once", action="store_true", help="one pass, then exit")
     dep = sub.add_parser("deposit", help="top up this node's balance (its deposits) in a contract")
     dep.add_argument("--chain", required=True, help="JSON-RPC URL")

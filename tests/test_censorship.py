@@ -124,3 +124,35 @@ def test_a_node_tops_up_its_own_balance_with_the_cli(anvil_node: ChainNode,  # n
          "--key-file", str(key_file), "--contract", ledger.address, "--wei", str(10**15)],
         capture_output=True, text=True, timeout=120, check=True).stdout
     assert ledger.balance_of(node) == 10**15 and f"{node} holds {10**15} wei" in again
+
+
+def test_a_censored_submission_is_sent_by_the_node_itself(anvil_node: ChainNode,  # noqa: F811
+                                                          tmp_path: Path) -> None:
+    """The relayer leaves node 3's signed submission out of its batch and asks to close: the
+    window stays open (grace), node 3's watcher sends the submission from its outbox, and the
+    round then closes with it on chain, to be verified like the others."""
+    from coopflower.client.outbox import OutboxSubmission
+    from tests.test_contract_grace import _items
+
+    chain = connect(anvil_node.url, private_key=anvil_node.private_keys[0])
+    sc = new_scenario(chain, n=4, vote_blocks=30, grace_blocks=20)
+    led, t = sc.ledger, sc.task_id
+    rnd = led.open_round(t).round
+    subs = sc.submissions(rnd, range(4))
+    left_out = subs[3]
+    key_file = tmp_path / "node-3.json"
+    key_file.write_text(json.dumps({"address": sc.address(3), "private_key": sc.keys[3]}))
+    record_votes(outbox_path(key_file), [OutboxSubmission(chain.chain_id, led.address, left_out)])
+    led._send("submitBatch", [t, rnd, _items(subs[:3]), True])  # the censoring relayer
+    assert led.round(t, rnd).state == 1  # not closed: node 3 is missing and the grace runs
+    chain.send_value(sc.address(3), 10**17)
+    out = subprocess.run(
+        [sys.executable, "-m", "coopflower", "watch", "--chain", anvil_node.url,
+         "--key-file", str(key_file), "--once"],
+        capture_output=True, text=True, timeout=120, check=True).stdout
+    assert f"submission on task {t} round {rnd}" in out and "no relayer had sent" in out, out
+    assert load_votes(outbox_path(key_file)) == []
+    led.close_submissions(t, rnd)  # everyone in: closes at once
+    models = led.round_models(t, rnd)
+    assert sc.address(3).lower() in {m[0].lower() for m in models.values()}
+    assert len(models) == 4 and led.round(t, rnd).state == 2

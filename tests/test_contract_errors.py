@@ -166,7 +166,7 @@ def test_a_cid_is_1_to_64_bytes(chain: Chain, ledger: CoopLedger) -> None:
 
 
 def test_no_submission_after_the_window(chain: Chain, ledger: CoopLedger) -> None:
-    sc = new_scenario(chain, n=4, ledger=ledger, submit_blocks=2)
+    sc = new_scenario(chain, n=4, ledger=ledger, submit_blocks=2, grace_blocks=1)
     rnd = ledger.open_round(sc.task_id).round
     chain.mine(3)
     with _reverts("SubmissionWindowClosed"):

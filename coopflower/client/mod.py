@@ -219,6 +219,7 @@ def train_stage(msg: Message, context: Context, call_next: ClientAppCallable,
     blob = packer(arrays, {"num-examples": str(count), "classes": ""}, coop, store)
     key = node_key(context)
     sub = duties.make_submission(key, coop, blob, store)
+    _submission_to_outbox(context, coop, key.address, sub)
     record = ConfigRecord({
         "cid": sub.cid, "content-hash": sub.content_hash, "signature": sub.signature,
         "contributor": key.address, "model": "", "seed-commit": sub.seed_commit,
@@ -291,6 +292,19 @@ def verify_stage(msg: Message, context: Context, call_next: ClientAppCallable,
                            "verifier": key.address})
     ours = MetricRecord({**stats, "handler-seconds": time.perf_counter() - t0})
     return Message(content=RecordDict({P.VOTES: record, COOP_METRICS: ours}), reply_to=msg)
+
+
+def _submission_to_outbox(context: Context, coop: Mapping[str, Any], contributor: str,
+                          sub: Any) -> None:
+    """Keep the signed submission on the node, for its watcher to send if the relayer leaves
+    it out of the round's batch (``coopflower.client.watch``)."""
+    from coopflower.client.outbox import OutboxSubmission, outbox_path, record_votes
+    from coopflower.ledger.eip712 import SignedSubmission
+
+    signed = SignedSubmission(P.get_int(coop, "task-id"), P.get_int(coop, "round"), contributor,
+                              sub.cid, sub.content_hash, sub.signature, sub.seed_commit)
+    record_votes(outbox_path(key_path(context)), [OutboxSubmission(
+        P.get_int(coop, "chain-id"), P.get_str(coop, "contract"), signed)])
 
 
 def _to_outbox(context: Context, coop: Mapping[str, Any], verifier: str, ids: list[Any],

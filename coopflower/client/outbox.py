@@ -1,10 +1,12 @@
-"""The node's outbox: every vote the node signed, kept on the node itself.
+"""The node's outbox: every submission and vote the node signed, kept on the node itself.
 
-A relayer that leaves a verifier's vote out of ``submitVotes`` (censorship) cannot stop it: the
-contract takes a signed vote from anyone until the round's vote deadline. The verify stage
-appends each vote it signs here (one JSON line per vote, beside the node's key file), and the
-watcher (``coopflower watch``, :mod:`coopflower.client.watch`) sends those the chain does not hold
-while the round still takes votes. Pure file I/O, no chain.
+A relayer that leaves a verifier's vote out of ``submitVotes``, or a contributor's submission
+out of ``submitBatch`` (censorship), cannot stop it: the contract takes a signed vote from
+anyone until the round's vote deadline, and a signed submission until the submission window
+closes, which an authority may do early only after the task's grace. The train and verify
+stages append what they sign here (one JSON line each, beside the node's key file), and the
+watcher (``coopflower watch``, :mod:`coopflower.client.watch`) sends what the chain does not
+hold in time. Pure file I/O, no chain.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from coopflower.ledger.eip712 import SignedVote
+from coopflower.ledger.eip712 import SignedSubmission, SignedVote
 
-__all__ = ["OutboxError", "OutboxVote", "outbox_path", "record_votes", "load_votes",
-           "keep_votes"]
+__all__ = ["OutboxError", "OutboxVote", "OutboxSubmission", "OutboxEntry", "outbox_path",
+           "record_votes", "load_votes", "keep_votes"]
 
 
 class OutboxError(ValueError):
@@ -34,12 +36,32 @@ class OutboxVote:
     vote: SignedVote
 
 
+@dataclass(frozen=True)
+class OutboxSubmission:
+    """A signed submission and the deployment it is for."""
+
+    chain_id: int
+    contract: str
+    submission: SignedSubmission
+
+
+OutboxEntry = OutboxVote | OutboxSubmission
+
+
 def outbox_path(key_path: Path) -> Path:
     """The outbox beside a node's key file (``node-3.json`` -> ``node-3.outbox.jsonl``)."""
     return key_path.with_name(key_path.stem + ".outbox.jsonl")
 
 
-def _line(entry: OutboxVote) -> str:
+def _line(entry: OutboxEntry) -> str:
+    if isinstance(entry, OutboxSubmission):
+        sub = entry.submission
+        return json.dumps({
+            "kind": "submission", "chain-id": entry.chain_id, "contract": entry.contract,
+            "task-id": sub.task_id, "round": sub.round, "contributor": sub.contributor,
+            "cid": sub.cid.hex(), "content-hash": sub.content_hash.hex(),
+            "seed-commit": sub.seed_commit.hex(), "signature": sub.signature.hex(),
+        }, sort_keys=True)
     v = entry.vote
     return json.dumps({
         "chain-id": entry.chain_id, "contract": entry.contract, "task-id": v.task_id,
@@ -49,19 +71,25 @@ def _line(entry: OutboxVote) -> str:
     }, sort_keys=True)
 
 
-def _entry(text: str, where: str) -> OutboxVote:
+def _entry(text: str, where: str) -> OutboxEntry:
     try:
         d = json.loads(text)
+        if d.get("kind") == "submission":
+            sub = SignedSubmission(int(d["task-id"]), int(d["round"]), str(d["contributor"]),
+                                   bytes.fromhex(d["cid"]), bytes.fromhex(d["content-hash"]),
+                                   bytes.fromhex(d["signature"]),
+                                   bytes.fromhex(d["seed-commit"]))
+            return OutboxSubmission(int(d["chain-id"]), str(d["contract"]), sub)
         vote = SignedVote(int(d["task-id"]), int(d["round"]), int(d["submission"]),
                           bytes.fromhex(d["model-digest"]), str(d["verifier"]),
                           bool(d["accept"]), int(d["score-bps"]), bytes.fromhex(d["signature"]))
         return OutboxVote(int(d["chain-id"]), str(d["contract"]), vote)
     except (ValueError, KeyError, TypeError) as exc:
-        raise OutboxError(f"{where}: not an outbox vote ({exc})") from exc
+        raise OutboxError(f"{where}: not an outbox entry ({exc})") from exc
 
 
-def record_votes(path: Path, entries: Iterable[OutboxVote]) -> None:
-    """Append signed votes to the outbox (created with mode 0600 on first use)."""
+def record_votes(path: Path, entries: Iterable[OutboxEntry]) -> None:
+    """Append signed votes (or submissions) to the outbox (created with mode 0600 on first use)."""
     lines = "".join(_line(e) + "\n" for e in entries)
     if not lines:
         return
@@ -71,15 +99,15 @@ def record_votes(path: Path, entries: Iterable[OutboxVote]) -> None:
         f.write(lines)
 
 
-def load_votes(path: Path) -> list[OutboxVote]:
-    """The outbox's votes, oldest first (none when it does not exist)."""
+def load_votes(path: Path) -> list[OutboxEntry]:
+    """The outbox's votes and submissions, oldest first (none when it does not exist)."""
     if not path.exists():
         return []
     text = path.read_text(encoding="utf-8").splitlines()
     return [_entry(line, f"{path}:{i + 1}") for i, line in enumerate(text) if line.strip()]
 
 
-def keep_votes(path: Path, entries: Iterable[OutboxVote]) -> None:
+def keep_votes(path: Path, entries: Iterable[OutboxEntry]) -> None:
     """Rewrite the outbox with only ``entries`` (atomically)."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

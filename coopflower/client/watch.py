@@ -1,4 +1,4 @@
-"""The watcher: a node sends the votes a relayer left out, itself, before the deadline.
+"""The watcher: a node sends the submissions and votes a relayer left out, itself, in time.
 
 A SuperNode opts in by running ``coopflower watch --chain <url> --key-file <its key file>``
 beside ``flower-supernode`` (``edge/`` does when the node config names a chain URL); its key
@@ -11,7 +11,12 @@ outbox (:mod:`coopflower.client.outbox`), and for each round still taking votes 
 - when fewer than ``margin`` blocks are left before the vote deadline (a relayer that sends
   nothing at all).
 
-A vote the relayer sends later is then skipped by the contract as a second ballot
+Its signed submissions likewise, for each round still open: once some batch of the round has
+landed without it, or when fewer than ``margin`` blocks are left of the task's grace (counted
+from the round's last batch or its opening) or of the window; an authority cannot close the
+window before that grace is over unless every participant has submitted.
+
+A vote (or submission) the relayer sends later is then skipped by the contract as a second ballot
 (``VoteSkipped``), never a failed batch. Votes of settled or expired rounds leave the outbox.
 On a dev chain that mines on request a censoring relayer can mine past the deadline at once;
 on a chain with a block time (clique, a real network) the watcher has the whole window.
@@ -26,12 +31,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from coopflower.client.outbox import OutboxVote, keep_votes, load_votes
-from coopflower.ledger.eip712 import SignedVote
+from coopflower.client.outbox import (
+    OutboxEntry,
+    OutboxSubmission,
+    OutboxVote,
+    keep_votes,
+    load_votes,
+)
+from coopflower.ledger.eip712 import SignedSubmission, SignedVote
 
 __all__ = ["WatchReport", "send_dropped", "watch_once", "run_watch"]
 
-ROUND_VOTING = 2
+ROUND_OPEN, ROUND_VOTING = 1, 2
 
 
 @dataclass
@@ -39,6 +50,7 @@ class WatchReport:
     """What one pass did: votes sent, found on chain, expired, and still waiting."""
 
     sent: list[SignedVote] = field(default_factory=list)
+    submitted: list[SignedSubmission] = field(default_factory=list)
     on_chain: int = 0
     expired: int = 0
     waiting: int = 0
@@ -81,6 +93,48 @@ def send_dropped(ledger: Any, entries: Sequence[OutboxVote], margin: int = 2,
     return report, keep
 
 
+def send_dropped_submissions(ledger: Any, entries: Sequence[OutboxSubmission], margin: int = 2,
+                             ) -> tuple[WatchReport, list[OutboxSubmission]]:
+    """Send the outbox submissions for ``ledger``'s deployment that the chain lacks while their
+    round's window is open (see the module). Returns: what was done, the entries to keep."""
+    report, keep = WatchReport(), []
+    for e in entries:
+        sub = e.submission
+        info = ledger.round(sub.task_id, sub.round)
+        block = ledger.chain.block_number()
+        if info.state != ROUND_OPEN or block >= info.submit_end:
+            report.expired += 1  # closed: on chain or not, nothing more to send
+            continue
+        if ledger.participant(sub.task_id, sub.contributor).last_round == sub.round:
+            report.on_chain += 1
+            continue
+        # while open, rand_block is the block of the round's last batch (or its opening)
+        grace_end = info.rand_block + ledger.task_params(sub.task_id).grace_blocks
+        if info.n_submissions or block + margin >= min(grace_end, info.submit_end):
+            result = ledger.submit_batch(sub.task_id, sub.round, [sub], close=False)
+            report.submitted.extend(result.by_id.values())
+        else:
+            report.waiting += 1
+            keep.append(e)
+    return report, keep
+
+
+def _pass(ledger: Any, group: Sequence[OutboxEntry], margin: int,
+          total: WatchReport) -> list[OutboxEntry]:
+    """One deployment's pass: submissions first, then votes; returns the entries to keep."""
+    subs = [e for e in group if isinstance(e, OutboxSubmission)]
+    votes = [e for e in group if isinstance(e, OutboxVote)]
+    report, kept_subs = send_dropped_submissions(ledger, subs, margin)
+    total.submitted += report.submitted
+    vreport, kept_votes = send_dropped(ledger, votes, margin)
+    for r in (report, vreport):
+        total.on_chain += r.on_chain
+        total.expired += r.expired
+        total.waiting += r.waiting
+    total.sent += vreport.sent
+    return [*kept_subs, *kept_votes]
+
+
 def watch_once(outbox: Path, chain: Any, margin: int = 2) -> WatchReport:
     """One pass over the outbox for the deployments on ``chain`` (others are kept as they are)."""
     from coopflower.ledger.contract import CoopLedger
@@ -91,18 +145,13 @@ def watch_once(outbox: Path, chain: Any, margin: int = 2) -> WatchReport:
     total = WatchReport()
     for contract in sorted({e.contract.lower() for e in mine}):
         group = [e for e in mine if e.contract.lower() == contract]
-        report, kept = send_dropped(CoopLedger.at(chain, group[0].contract), group, margin)
-        keep.extend(kept)
-        total.sent += report.sent
-        total.on_chain += report.on_chain
-        total.expired += report.expired
-        total.waiting += report.waiting
+        keep.extend(_pass(CoopLedger.at(chain, group[0].contract), group, margin, total))
     if entries:
         keep_votes(outbox, keep)
     return total
 
 
-def run_watch(chain_url: str, key_file: str, interval: float = 5.0, once: bool = False,
+def run_watch(chain_url: str, key_file: str, interval: float = 1.0, once: bool = False,
               out: TextIO = sys.stdout) -> int:
     """``coopflower watch``: pass over the node's outbox every ``interval`` seconds."""
     from coopflower.client.keys import load_or_create_key
@@ -116,6 +165,10 @@ def run_watch(chain_url: str, key_file: str, interval: float = 5.0, once: bool =
     print(f"watching {outbox} for {key.address} on chain {chain.chain_id}", file=out)
     while True:
         report = watch_once(outbox, chain)
+        for sub in report.submitted:
+            print(f"sent the submission on task {sub.task_id} round {sub.round} "
+                  f"(model {sub.cid.hex()[:16]}...) that no relayer had sent", file=out,
+                  flush=True)
         for v in report.sent:
             print(f"sent the vote on task {v.task_id} round {v.round} submission "
                   f"{v.submission} that no relayer had sent", file=out, flush=True)

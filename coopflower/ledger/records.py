@@ -34,6 +34,9 @@ class TaskParams:
     idle_blocks: int = 100_000
     invite_only: bool = True
     reveal_blocks: int = 0  # 0: the seed is the randomness block's alone (see the contract)
+    # an authority closes the window early only once every participant submitted or this many
+    # blocks passed since the last batch: a left-out contributor sends its own (0: no grace)
+    grace_blocks: int = 4
 
     def escrow_per_round(self) -> int:
         """Returns: what ``openRound`` reserves: max_submissions * (reward + k * fee)."""
@@ -57,6 +60,7 @@ class TaskParams:
             self.idle_blocks,
             self.invite_only,
             self.reveal_blocks,
+            self.grace_blocks,
         )
 
 

@@ -13,6 +13,7 @@ from .batches import merge, slices
 from .eip712 import SignedSubmission, SignedVote, compact_signature
 from .errors import LedgerError, RandomnessTimeout, TransactionError
 from .records import (
+    ROUND_OPEN,
     ROUND_VOTING,
     Assignment,
     RoundInfo,
@@ -41,8 +42,11 @@ class RoundCalls(LedgerViews):
     def submit_batch(
         self, task_id: int, round: int, subs: Sequence[SignedSubmission], close: bool = True
     ) -> SubmitResult:
-        """Record all signed submissions in one transaction; with ``close`` the submission
-        window closes in the same transaction (authority only).
+        """Record all signed submissions (in as many transactions as the block gas needs); with
+        ``close`` (authority only) the submission window is closed after them: in the last
+        batch's transaction when every participant has now submitted, else by
+        :meth:`close_submissions` once the task's grace has passed (on dev chains the blocks
+        are mined at once; elsewhere this waits up to ``grace_blocks`` blocks).
 
         Returns: a :class:`SubmitResult`: ``by_id`` (submission id -> signed submission, taken
         from the ``Submitted`` events and matched by contributor and model digest) and
@@ -60,6 +64,8 @@ class RoundCalls(LedgerViews):
             tx = self._send("submitBatch", [task_id, round, items, close and last])
             results.append((offset, self._submit_result(tx, task_id, round, part)))
         merged = merge([r for _, r in results])
+        if close and not merged.named("SubmissionsClosed"):  # someone is missing: the grace
+            merged = merge([merged, self.close_submissions(task_id, round)])
         by_id = {k: v for _, r in results for k, v in r.by_id.items()}
         skipped = [replace(s, item=s.item + offset) for offset, r in results for s in r.skipped]
         return SubmitResult(merged.tx_hash, merged.block_number, merged.gas_used, merged.events,
@@ -95,8 +101,19 @@ class RoundCalls(LedgerViews):
                     by_id.setdefault(held[1], sub)
         return SubmitResult(tx.tx_hash, tx.block_number, tx.gas_used, tx.events, by_id, skipped)
 
-    def close_submissions(self, task_id: int, round: int) -> TxResult:
-        """Close the submission window."""
+    def close_submissions(self, task_id: int, round: int, timeout: float = 120.0) -> TxResult:
+        """Close the submission window. Before it expired (an authority) the contract allows it
+        once every participant submitted or ``grace_blocks`` blocks passed since the round's
+        last batch: this waits for that block first (mined at once on dev chains).
+
+        Raises: TransactionError when the block does not come within ``timeout`` s."""
+        info = self.round(task_id, round)
+        if (info.state == ROUND_OPEN and info.n_submissions < len(self.participants(task_id))
+                and self.is_authority(self.chain.account.address)):
+            # while open, rand_block holds the block of the last batch (or of the opening)
+            # (one block more: estimateGas at "latest" runs with block.number = latest)
+            grace_end = info.rand_block + self.task_params(task_id).grace_blocks
+            self.chain.wait_for_block(min(grace_end, info.submit_end) + 1, timeout)
         return self._send("closeSubmissions", [task_id, round])
 
     def wait_for_randomness(self, task_id: int, round: int, timeout: float = 120.0) -> bytes:

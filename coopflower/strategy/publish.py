@@ -76,7 +76,7 @@ def publish_task(s: CoordinatedStrategy, num_rounds: int, num_nodes: int) -> int
         max_submissions=t.max_submissions or max(num_nodes, 1),
         reward=t.reward, verifier_fee=t.verifier_fee, min_deposit=t.min_deposit,
         penalty_wrong_vote=t.penalty_wrong_vote, penalty_no_vote=t.penalty_no_vote,
-        reveal_blocks=t.reveal_blocks,
+        reveal_blocks=t.reveal_blocks, grace_blocks=t.grace_blocks,
     )
     s.task_id = int(s.ledger.publish_task(params, params.escrow_per_round() * num_rounds))
     s.published_task = True

@@ -31,7 +31,12 @@ class TaskConfig:
     by ``CoordinatedStrategy``, which refuses a task without them. ``max_submissions`` per
     round (default: the number of nodes); ``reveal_blocks`` the window in which contributors
     reveal the seed shares their submissions commit to (default 4; 0: the randomness block
-    alone picks the verifiers, which its sealer can bias); the rest as in
+    alone picks the verifiers, which its sealer can bias); ``grace_blocks`` the blocks after the
+    submission batch in which a contributor the relayer left out can still send its own signed
+    submission before the window closes, counted from the opening and from each batch: choose
+    it no shorter than the nodes' training in blocks (default 30; the strategy waits them only
+    when some participant's submission is missing, and dev chains mine them at once; 0: the
+    relayer may close at once, and so censor); the rest as in
     ``coopflower.ledger.TaskParams``. ``weights`` how the inner strategy weighs the accepted
     models: ``"equal"`` (the default: no contributor sets its own weight) or ``"declared"``
     (the count each contributor's train reply claims, clipped to twice the round's median
@@ -54,6 +59,7 @@ class TaskConfig:
     penalty_wrong_vote: int = 10**14
     penalty_no_vote: int = 10**14
     reveal_blocks: int = 4
+    grace_blocks: int = 30
     weights: str = "equal"
     min_distance: float = 0.0
     spec: str = "coopflower task"
