@@ -113,6 +113,13 @@ class LedgerViews(ContractBinding):
         CID), from its ``Submitted`` events (one ``eth_getLogs``)."""
         return self._round_models(task_id, round)
 
+    def round_commitments(self, task_id: int, round: int) -> dict[int, tuple[str, bytes]]:
+        """Returns: per submission id of a round, (contributor, seed commitment), from its
+        ``Submitted`` events (one ``eth_getLogs``: the reveal stage needs both)."""
+        return {int(e.args["submission"]): (str(e.args["contributor"]),
+                                             bytes(e.args["seedCommit"]))
+                for e in self._submitted(task_id, round)}
+
     def _round_models(self, task_id: int, round: int) -> dict[int, tuple[str, bytes, bytes, bytes]]:
         return {
             int(e.args["submission"]): (str(e.args["contributor"]), bytes(e.args["modelDigest"]),

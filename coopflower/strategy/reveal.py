@@ -53,9 +53,10 @@ def reveal(s: CoordinatedStrategy, st: RoundState, grid: Grid, timeout: float) -
     with s.phases.phase(st.rnd, "reveal") as rec:
         # never before the randomness block: a share known early helps its sealer choose
         s.ledger.chain.wait_for_block(info.rand_block + 1, timeout=max(timeout, 60.0))
-        commits = s.ledger.seed_commits(task_id, rnd)
-        by_contributor = {who.lower(): sid
-                          for sid, (who, *_) in s.ledger.round_models(task_id, rnd).items()}
+        # one read of the Submitted events for the commitments and their contributors
+        committed = s.ledger.round_commitments(task_id, rnd)
+        commits = [committed[sid][1] for sid in range(len(committed))]
+        by_contributor = {who.lower(): sid for sid, (who, _) in committed.items()}
         node_of = {a.lower(): nid for nid, a in s.addresses.items()}
         cfg = {**s.base_config(), "server-round": st.rnd, "round": rnd}
         msgs = [wrapped.reveal_message(node_of[who], cfg)
