@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import requests
 from eth_account import Account
 from web3 import EthereumTesterProvider, HTTPProvider, Web3
 from web3.middleware import ExtraDataToPOAMiddleware
@@ -23,6 +24,39 @@ from web3.middleware import ExtraDataToPOAMiddleware
 from .errors import ContractRevertError, LedgerError, TransactionError
 
 RevertDecoder = Callable[[bytes], Exception | None]
+UNREACHABLE_S = 30.0
+"""Seconds a JSON-RPC node may refuse connections (a restart) before a request fails."""
+
+
+class ChainUnreachableError(TransactionError):
+    """The chain node refused connections for longer than the retry window (it stopped, or
+    did not come back from a restart in time)."""
+
+
+class RetryingHTTPProvider(HTTPProvider):
+    """web3's HTTP provider, retrying every request while the node refuses connections (a
+    restarted node: anvil with ``--state`` is back in a second) for at most ``window``
+    seconds, then :class:`ChainUnreachableError`. Resending ``eth_sendRawTransaction`` is safe:
+    the same signed bytes are the same transaction (``Chain.transact`` handles "already
+    known")."""
+
+    def __init__(self, url: str, window: float = UNREACHABLE_S, **kw: Any) -> None:
+        super().__init__(url, exception_retry_configuration=None, **kw)
+        self.window = window
+
+    def _make_request(self, method: Any, request_data: bytes) -> bytes:
+        deadline = time.monotonic() + self.window
+        delay = 0.05
+        while True:
+            try:
+                return super()._make_request(method, request_data)
+            except requests.ConnectionError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise ChainUnreachableError(
+                        f"chain node at {self.endpoint_uri} refused {method} for "
+                        f"{self.window:.0f} s: {type(exc).__name__}") from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
 _HEX = re.compile(r"0x[0-9a-fA-F]{8,}")
 _BYTES_LITERAL = re.compile(r"b'(?:[^'\\]|\\.)*'" + r'|b"(?:[^"\\]|\\.)*"')
 
@@ -181,8 +215,10 @@ class Chain:
         try:
             tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
         except Exception as exc:
-            self._nonce = None  # resynchronise from the node next time
-            raise _translate(exc, decode) from exc
+            if not self._already_sent(signed.hash):  # a resend after a dropped connection
+                self._nonce = None  # resynchronise from the node next time
+                raise _translate(exc, decode) from exc
+            tx_hash = signed.hash
         self.tx_count += 1
         receipt = self._wait_receipt(tx_hash)
         ok = receipt.get("status")
@@ -209,6 +245,14 @@ class Chain:
             int(receipt["gasUsed"]),
             list(receipt["logs"]) if to is not None else [receipt.get("contractAddress")],
         )
+
+    def _already_sent(self, tx_hash: bytes) -> bool:
+        """Whether the node knows the transaction (a retried send whose first try got
+        through before the connection dropped answers "already known" or "nonce too low")."""
+        try:
+            return self.w3.eth.get_transaction(tx_hash) is not None  # type: ignore[arg-type]
+        except Exception:
+            return False
 
     def _wait_receipt(self, tx_hash: bytes) -> Any:
         # own loop: some PoA clients (ethereumjs 0.9.0) briefly answer "not found in DB" for a
@@ -257,6 +301,7 @@ def connect(
     gas_price: int | None = None,
     receipt_timeout: float = 120.0,
     poll_interval: float = 0.1,
+    unreachable_s: float = UNREACHABLE_S,
 ) -> Chain:
     """Connect to a chain.
 
@@ -269,6 +314,8 @@ def connect(
         gas_limit: explicit gas per transaction (PoA default: 90% of the block gas limit).
         gas_price: explicit legacy gas price in wei (default: the node's, above base fee).
         receipt_timeout, poll_interval: seconds.
+        unreachable_s: seconds a request retries while the node refuses connections (a
+            restart), before :class:`ChainUnreachableError`.
     Returns: a :class:`Chain`.
     Raises: LedgerError when the URL is unsupported, unreachable, or no key is given.
     """
@@ -298,12 +345,14 @@ def connect(
         account = Account.from_key(private_key)
     except Exception as exc:
         raise LedgerError(f"invalid private key: {type(exc).__name__}") from exc
-    w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 60}))
-    try:
+    provider = RetryingHTTPProvider(url, 0.0, request_kwargs={"timeout": 60})
+    w3 = Web3(provider)
+    try:  # no retry window yet: a wrong URL fails at once
         raw = w3.provider.make_request("eth_getBlockByNumber", ["latest", False])  # type: ignore[arg-type]
         version = str(w3.provider.make_request("web3_clientVersion", []).get("result", ""))  # type: ignore[arg-type]
     except Exception as exc:
         raise LedgerError(f"chain node at {url} does not answer: {exc}") from exc
+    provider.window = unreachable_s
     if "result" not in raw or raw["result"] is None:
         raise LedgerError(f"chain node at {url} returned no latest block: {raw.get('error')}")
     if poa is None:
