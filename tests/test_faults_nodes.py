@@ -150,7 +150,7 @@ def test_a_verifier_crashing_or_silent_in_verify_pays_for_its_votes(
     out = {s.addresses[n].lower() for n in failed}
     assert len(first.submissions) == NODES
     missed: dict[str, int] = {}
-    for sid, (_, _, status, yes, cast) in first.submissions.items():
+    for sid, (_, _, status, _yes, cast) in first.submissions.items():
         owed = out & {v.lower() for v in s.ledger.assigned_verifiers_on_chain(s.task_id, 1, sid)}
         for v in owed:
             missed[v] = missed.get(v, 0) + 1
