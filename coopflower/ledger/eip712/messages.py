@@ -8,7 +8,6 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from eth_hash.auto import keccak
-from eth_utils import to_checksum_address
 
 from ..errors import SignatureError
 from .structs import (
@@ -19,6 +18,7 @@ from .structs import (
     Eip712Domain,
     _check_b32,
     _check_cid,
+    to_checksum_address,
 )
 
 if TYPE_CHECKING:

@@ -8,7 +8,6 @@ from typing import Any
 
 import coincurve
 from eth_hash.auto import keccak
-from eth_utils import to_checksum_address
 
 from ..errors import SignatureError
 from .messages import (
@@ -17,7 +16,13 @@ from .messages import (
     typed_data_digest,
     vote_typed_data,
 )
-from .structs import Eip712Domain, SignedRegistration, SignedSubmission, SignedVote
+from .structs import (
+    Eip712Domain,
+    SignedRegistration,
+    SignedSubmission,
+    SignedVote,
+    to_checksum_address,
+)
 
 _HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0
 

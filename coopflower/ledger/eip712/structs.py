@@ -8,13 +8,31 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_hash.auto import keccak
-from eth_utils import to_checksum_address
 
 from ..errors import SignatureError
 
 NAME = "CoopLedger"
 VERSION = "1"
 MAX_CID_BYTES = 64
+
+
+def to_checksum_address(value: str | bytes) -> str:
+    """EIP-55 checksum form of a 20-byte address (hex text in any case, or bytes); a
+    ``ValueError`` otherwise. Here rather than ``eth_utils``'s, whose import (pydantic and
+    all) a node's ClientApp process would pay on every message that signs."""
+    if isinstance(value, bytes | bytearray):
+        if len(value) != 20:
+            raise ValueError(f"an address has 20 bytes, got {len(value)}")
+        plain = bytes(value).hex()
+    else:
+        plain = value[2:] if value[:2] in ("0x", "0X") else value
+        if len(plain) != 40 or any(c not in "0123456789abcdefABCDEF" for c in plain):
+            raise ValueError(f"not a 20-byte hex address: {value!r}")
+        plain = plain.lower()
+    digest = bytes(keccak(plain.encode())).hex()
+    marks = digest[:40]  # a nibble of 8 or more capitalises the letter beside it
+    return "0x" + "".join(c.upper() if int(d, 16) >= 8 else c
+                          for c, d in zip(plain, marks, strict=True))
 
 
 _DOMAIN_TYPE = [
