@@ -107,8 +107,13 @@ class RestartableIpfs:
             os.killpg(self.proc.pid, sig)
             self.proc.wait(timeout=20)
         self.proc = None
+        import shutil
+
         for lock in self.repo.rglob("*.lock"):  # a killed daemon leaves its repo locked
-            lock.unlink(missing_ok=True)
+            if lock.is_dir():
+                shutil.rmtree(lock, ignore_errors=True)
+            else:
+                lock.unlink(missing_ok=True)
 
     def __enter__(self) -> RestartableIpfs:
         self.start()

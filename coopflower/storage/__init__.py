@@ -22,7 +22,7 @@ from coopflower.storage.errors import (
     SizeLimitError,
     StorageError,
 )
-from coopflower.storage.kubo import KuboStore
+from coopflower.storage.kubo import UNREACHABLE_S, KuboStore
 
 __all__ = [
     "CID",
@@ -67,7 +67,8 @@ def open_store(spec: str | os.PathLike[str] | None = None,
         max_bytes: largest object the store accepts and returns.
 
     Returns:
-        An :class:`EmbeddedStore` or a :class:`KuboStore`.
+        An :class:`EmbeddedStore` or a :class:`KuboStore` (which waits up to
+        ``UNREACHABLE_S`` seconds for a node that refuses connections: a restart).
 
     Raises:
         StorageError: an unsupported URL scheme or an unusable directory.
@@ -75,13 +76,13 @@ def open_store(spec: str | os.PathLike[str] | None = None,
     if spec is None:
         env = os.environ.get(STORE_ENV)
         if env and env.startswith(("http://", "https://")):
-            return KuboStore(env, max_bytes=max_bytes)
+            return KuboStore(env, max_bytes=max_bytes, unreachable_s=UNREACHABLE_S)
         return EmbeddedStore(default_store_dir(), max_bytes=max_bytes)
     text = os.fspath(spec)
     if not isinstance(text, str) or not text:
         raise StorageError(f"a store spec is a directory or an http:// URL, got {spec!r}")
     if text.startswith(("http://", "https://")):
-        return KuboStore(text, max_bytes=max_bytes)
+        return KuboStore(text, max_bytes=max_bytes, unreachable_s=UNREACHABLE_S)
     if text.startswith("file://"):
         text = text[len("file://") :]
     elif "://" in text:

@@ -6,7 +6,8 @@ one computed here, and every ``cat`` result is checked against its CID, so a nod
 about content is caught (:class:`IntegrityError`).
 
 Failures: connection errors, timeouts and 5xx answers without a well-formed RPC error body
-(``{"Message", "Code", "Type": "error"}``) are retried with exponential backoff; a node's
+(``{"Message", "Code", "Type": "error"}``) are retried with exponential backoff (a refused
+connection, for ``unreachable_s`` seconds first: a daemon restarting); a node's
 well-formed error answer is final (retrying a deterministic "invalid CID" is pointless).
 Missing content makes IPFS nodes hang, so every lookup passes the node a ``timeout``.
 """
@@ -43,6 +44,9 @@ ADD_PARAMS: dict[str, str] = {
 }
 """What ``add`` asks the node for: the layout :mod:`coopflower.storage.cid` rebuilds."""
 
+UNREACHABLE_S = 30.0
+"""Seconds ``open_store``'s Kubo client waits for a node that refuses connections (restarts)."""
+
 _RETRY_STATUS = {500, 502, 503, 504}
 _MISSING_HINTS = ("timed out", "deadline exceeded", "not found", "no link named")
 
@@ -69,6 +73,9 @@ class KuboStore:
         lookup_timeout: seconds the node may search for content before answering "missing".
         max_bytes: largest object accepted by ``put`` and read by ``get``.
         pin: pin what ``put`` adds.
+        unreachable_s: seconds a request keeps retrying, without spending an attempt, while
+            the node refuses connections (a restarting daemon); ``open_store`` gives a URL
+            :data:`UNREACHABLE_S`.
     """
 
     def __init__(
@@ -80,6 +87,7 @@ class KuboStore:
         lookup_timeout: float = 10.0,
         max_bytes: int = DEFAULT_MAX_BYTES,
         pin: bool = True,
+        unreachable_s: float = 0.0,
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise StorageError(f"a Kubo RPC URL starts with http:// or https://, got {url!r}")
@@ -91,6 +99,7 @@ class KuboStore:
         self.lookup_timeout = lookup_timeout
         self.max_bytes = max_bytes
         self.pin_on_put = pin
+        self.unreachable_s = unreachable_s
         self._client = httpx.Client(
             base_url=self.url + "/api/v0",
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
@@ -118,16 +127,24 @@ class KuboStore:
         """POST ``/api/v0/<cmd>`` with retries; yield the open (streamed) 200 response."""
         delay = self.backoff
         last = ""
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(delay)
-                delay *= 2
+        attempt, refused_since = 0, None
+        while attempt <= self.retries:
             try:
                 request = self._client.build_request("POST", "/" + cmd, params=params, files=files)
                 resp = self._client.send(request, stream=True)
             except httpx.TransportError as e:  # connect errors, timeouts
                 last = f"{type(e).__name__}: {e}"
+                if isinstance(e, httpx.ConnectError):  # the node is down: a restart?
+                    refused_since = refused_since or time.monotonic()
+                    if time.monotonic() - refused_since < self.unreachable_s:
+                        time.sleep(0.25)  # waiting for it costs no attempt
+                        continue
+                attempt += 1
+                if attempt <= self.retries:
+                    time.sleep(delay)
+                    delay *= 2
                 continue
+            refused_since = None
             try:
                 if resp.status_code != 200:
                     try:
@@ -136,6 +153,10 @@ class KuboStore:
                         message, rpc_error = f"{type(e).__name__}: {e}", False
                     if resp.status_code in _RETRY_STATUS and not rpc_error:
                         last = f"HTTP {resp.status_code}: {message}"
+                        attempt += 1
+                        if attempt <= self.retries:
+                            time.sleep(delay)
+                            delay *= 2
                         continue
                     raise NodeError(
                         f"IPFS node {self.url} answered {cmd} with HTTP {resp.status_code}: "
@@ -150,8 +171,9 @@ class KuboStore:
                 return
             finally:
                 resp.close()
+        down = f", refusing connections for {self.unreachable_s:.0f} s" if refused_since else ""
         raise NodeError(
-            f"IPFS node {self.url} failed {cmd} after {self.retries + 1} attempts ({last})"
+            f"IPFS node {self.url} failed {cmd} after {self.retries + 1} attempts{down} ({last})"
         )
 
     def _json(self, cmd: str, params: dict[str, str] | None = None, files: Any = None) -> Any:

@@ -1,0 +1,88 @@
+"""Issue 13, the IPFS daemon killed within a round of a real run (Flower's simulation engine,
+the embedded EVM, a js-ipfs daemon serving the Kubo RPC API with its repository on disk):
+SIGKILLed the moment the strategy prints its round's ``train`` line (every contributor's blob
+is in, no verifier has fetched one yet; the strategy itself stores the global model next).
+
+- Restarted 3 s later on the same port and repository: the strategy's put and the verifiers'
+  fetches wait for it (``KuboStore(unreachable_s=...)``, which ``open_store`` gives a URL) and
+  the round finishes as without the fault.
+- Never restarted: the strategy's own put of the global model stops the run with a
+  ``NodeError`` naming the node; nothing was paid for a model nobody could fetch.
+
+Afterwards the audit fetches every blob from the restarted daemon and is clean; the money adds
+up."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+from flwr.simulation import run_simulation
+
+from coopflower.audit import audit_ledger
+from coopflower.storage import NodeError, open_store
+from coopflower.strategy import CoordinatedStrategy, TaskConfig
+from tests import plugin_misfits as app_code
+from tests.fixtures_faults import RestartableIpfs, Tripwire, money_adds_up
+from tests.fixtures_ipfs import ensure_jsipfs
+from tests.test_faults_chain import _client
+
+pytestmark = [pytest.mark.slow, pytest.mark.node]
+
+NODES = 4
+
+
+def _simulate(tmp_path: Path, ipfs: RestartableIpfs, wire: Tripwire) -> dict[str, Any]:
+    os.environ["COOPFLOWER_HOME"] = str(tmp_path / "home")
+    out: dict[str, Any] = {}
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        s = out["s"] = CoordinatedStrategy(
+            FedAvg(fraction_train=1.0), store=ipfs.url, progress=wire,
+            task=TaskConfig(k=3, quorum=2, metric="eval_acc", min_metric=0.5, vote_blocks=5))
+        try:
+            out["result"] = s.start(grid=grid, train_config=ConfigRecord({"lr": 0.5}),
+                                    initial_arrays=ArrayRecord(app_code.Net().state_dict()),
+                                    num_rounds=1, timeout=120)
+        except Exception as exc:  # the fault under test
+            out["error"] = exc
+
+    run_simulation(server_app=server, client_app=_client(), num_supernodes=NODES,
+                   backend_config={"client_resources": {"num_cpus": 1}})
+    return out
+
+
+@pytest.mark.parametrize("restart", [True, False])
+def test_an_ipfs_daemon_killed_within_a_round(tmp_path: Path, restart: bool) -> None:
+    ensure_jsipfs()
+    with RestartableIpfs(tmp_path) as ipfs:
+        wire = Tripwire("[round 1/1] train", lambda: ipfs.stop(signal.SIGKILL),
+                        ipfs.start if restart else None, delay=3.0)
+        out = _simulate(tmp_path, ipfs, wire)
+        assert wire.fired.is_set(), wire.text()[-2000:]
+        s, err = out["s"], out.get("error")
+        ledger, task = s.ledger, int(s.task_id)
+        print(f"ipfs restart={restart}: {type(err).__name__}: {err}")
+        if restart:
+            assert err is None and ipfs.starts == 2
+            (report,) = s.reports
+            assert report.accepted == NODES and report.votes == 3 * NODES, report.failures
+            assert not [f for f in report.failures if "fetch" in f.reason]
+            assert ledger.task(task).closed
+        else:
+            assert isinstance(err, NodeError), err
+            assert f"IPFS node {ipfs.url} failed add" in str(err)
+            assert "refusing connections for 30 s" in str(err)
+            assert not ledger.events("Paid")  # nothing paid: nothing was verified
+            ipfs.start()  # for the audit: the blobs the contributors stored are still there
+        audits = audit_ledger(ledger, open_store(ipfs.url), task, stream=None)
+        assert all(a.ok for a in audits), [a.problems for a in audits]
+        money_adds_up(ledger)
