@@ -18,7 +18,11 @@
 #                    own money in the task's contract (`coopflower deposit`), from which its
 #                    deposits are paid: its penalties then cost the node, not the initiator
 #   CLIENTAPP_PORT   the SuperNode's local ClientAppIo port        (default 9094; one per node/host)
-#   INSECURE=1       plaintext gRPC (loopback and lab networks only); otherwise ROOT_CERT=path
+#   INSECURE=1       plaintext HTTP (loopback only); otherwise ROOT_CERT=path to the lab CA
+#                    that signed the SuperLink's certificate (edge/lab-certs.sh makes both)
+#   AUTH_KEY         the SuperNode's P-384 private key (OpenSSH form, edge/lab-certs.sh or
+#                    ssh-keygen -t ecdsa -b 384); its .pub must be registered with the
+#                    SuperLink first (flwr supernode register), which then refuses any other
 #   VENV             the virtual environment with coopflower       (default: the repo's .venv)
 # --dry-run prints the command instead of running it.
 set -euo pipefail
@@ -54,6 +58,10 @@ if [ "${INSECURE:-0}" = 1 ]; then
 else
   : "${ROOT_CERT:?set ROOT_CERT=path/to/ca.pem (or INSECURE=1 on a lab network)}"
   args+=(--root-certificates "$ROOT_CERT")
+fi
+if [ -n "${AUTH_KEY:-}" ]; then
+  [ "${INSECURE:-0}" = 1 ] && { echo "supernode.sh: AUTH_KEY needs TLS (ROOT_CERT), not INSECURE=1" >&2; exit 2; }
+  args+=(--auth-supernode-private-key "$AUTH_KEY")
 fi
 export FLWR_TELEMETRY_ENABLED=${FLWR_TELEMETRY_ENABLED:-0}
 deposit=()
