@@ -66,13 +66,15 @@ def free_port() -> int:
 
 @contextmanager
 def anvil(
-    block_time: float | None = None, accounts: int = 10, timeout: float = 30.0
+    block_time: float | None = None, accounts: int = 10, timeout: float = 30.0,
+    gas_limit: int | None = None,
 ) -> Iterator[ChainNode]:
     """Run anvil on a free loopback port.
 
     Args:
         block_time: seconds between blocks (None: mine on every transaction).
         accounts: funded dev accounts. timeout: seconds to wait for JSON-RPC.
+        gas_limit: the block gas limit (None: anvil's, 30 M).
     Yields: the :class:`ChainNode` (keys parsed from anvil's own output).
     """
     if not ANVIL_BIN.exists():
@@ -84,6 +86,8 @@ def anvil(
     cmd = [str(ANVIL_BIN), "--host", "127.0.0.1", "--port", str(port), "--accounts", str(accounts)]
     if block_time is not None:
         cmd += ["--block-time", str(block_time)]
+    if gas_limit is not None:
+        cmd += ["--gas-limit", str(gas_limit)]
     with tempfile.TemporaryDirectory(prefix="coop-anvil-") as tmp:
         log = Path(tmp) / "anvil.log"
         with _process(cmd, log, cwd=tmp) as proc:

@@ -90,9 +90,13 @@ def fetch(s: CoordinatedStrategy, rnd: int, accepted: Sequence[Any]) -> list[Acc
     """Fetch accepted blobs by CID (the store checks the bytes) and unpack them; an unusable
     one is logged and left out."""
     from coopflower.blob import BlobError, unpack_arrays
-    from coopflower.crypto.errors import IVHEError
     from coopflower.storage.errors import StorageError
 
+    unusable: tuple[type[Exception], ...] = (StorageError, BlobError, ValueError)
+    if s.encryption:  # coopflower.crypto imports torch: seconds a plaintext round never needs
+        from coopflower.crypto.errors import IVHEError
+
+        unusable += (IVHEError,)
     store = s.open_store()
     out = []
     for sub in accepted:
@@ -107,7 +111,7 @@ def fetch(s: CoordinatedStrategy, rnd: int, accepted: Sequence[Any]) -> list[Acc
             classes = tuple(int(c) for c in meta.get("classes", "").split(",") if c)
             out.append(AcceptedModel(sub.cid, sub.contributor, meta.get("model", ""),
                                      int(meta.get("num-examples", "1")), arrays, classes))
-        except (StorageError, BlobError, IVHEError, ValueError) as exc:
+        except unusable as exc:
             log(WARNING, "accepted model %s unusable by the initiator: %s",
                 sub.cid.hex()[:16], exc)
     return out
