@@ -23,7 +23,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     devnet.add_argument("--chain", choices=("anvil", "clique"), default="anvil")
     devnet.add_argument("--no-ipfs", action="store_true", help="do not start a js-ipfs daemon")
     devnet.add_argument("--seconds", type=float, default=None, help="stop after this long")
-    sim = sub.add_parser("simulate", help="the coordinated strategy beside FedAvg in simulation")
+    sim = sub.add_parser("simulate", help="the coordinated strategy beside FedAvg in "
+                         "simulation, with some nodes attacking")
     sim.add_argument("--nodes", type=int, default=10)
     sim.add_argument("--rounds", type=int, default=3)
     sim.add_argument("--model", default="table4")
@@ -32,6 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim.add_argument("--chain-key", default=None, help="the initiator's key for --chain")
     sim.add_argument("--store", default=None, help="store directory or IPFS RPC URL")
     sim.add_argument("--out", default="results/simulate", help="folder for JSON and PNG")
+    sim.add_argument("--attack", default="label-flip",
+                     help="what the attackers do: label-flip (default), sign-flip, noise, "
+                     "free-rider, copy, or none (no attacker, no attack-free run)")
+    sim.add_argument("--attackers", type=int, default=3, help="how many nodes attack")
     watch = sub.add_parser("watch", help="send this node's votes that no relayer sent")
     watch.add_argument("--chain", required=True, help="JSON-RPC URL")
     watch.add_argument("--key-file", required=True, help="the node's key file (funded)")
@@ -53,10 +58,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_watch(args.chain, args.key_file, args.interval, args.once)
     if args.command == "simulate":
-        from coopflower.simulate import run_simulate
+        from coopflower.simulate import SimulateError, run_simulate
 
-        return run_simulate(args.nodes, args.rounds, args.model, args.epochs, args.chain,
-                            args.chain_key, args.store, args.out)
+        try:
+            return run_simulate(args.nodes, args.rounds, args.model, args.epochs, args.chain,
+                                args.chain_key, args.store, args.out, attack=args.attack,
+                                attackers=args.attackers)
+        except SimulateError as exc:
+            parser.error(str(exc))
     if args.command == "demo":
         from coopflower.demo import run_demo
 

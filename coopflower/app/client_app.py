@@ -18,9 +18,10 @@ node only ``partition-id`` and ``num-partitions``)::
 
     app = make_client_app({"partition-file": "/tmp/parts.npz", "model": "table4"})
 
-Node config keys: see ``coopflower.app.node``. Train config keys: ``epochs``, ``lr``,
-``batch-size``, ``seed``, ``model`` (the architecture when neither the node config nor the
-global model names one) and the recipe's (``coopflower.app.node.train_recipe``).
+Node config keys: see ``coopflower.app.node``, and ``coopflower.app.attacks`` for a node that
+poisons its training (``attack``). Train config keys: ``epochs``, ``lr``, ``batch-size``,
+``seed``, ``model`` (the architecture when neither the node config nor the global model names
+one) and the recipe's (``coopflower.app.node.train_recipe``).
 """
 
 from __future__ import annotations
@@ -165,11 +166,13 @@ app = ClientApp(mods=[paper_mod])
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Train the node's paper CNN on its training digits, from the arrays it was sent."""
+    """Train the node's paper CNN on its training digits, from the arrays it was sent (or
+    attack, as its node config's ``attack`` says: ``coopflower.app.attacks``)."""
     import torch
 
+    from coopflower.app.attacks import NodeAttack
     from coopflower.models import build_model
-    from coopflower.training import train_model
+    from coopflower.training import evaluate_model, train_model
 
     t0 = time.perf_counter()
     settings = NodeSettings.from_node_config(context.node_config)
@@ -183,17 +186,23 @@ def train(msg: Message, context: Context) -> Message:
     if arrays is not None and len(arrays):
         _load(model, name, arrays)
     data = local_data(settings)
-    res = train_model(model, data.train_x, data.train_y,
-                      epochs=int(config_float(cfg, "epochs", 1)),
-                      lr=config_float(cfg, "lr", 0.05),
-                      batch_size=int(config_float(cfg, "batch-size", 32)),
-                      momentum=recipe.momentum,
-                      seed=seed + int(config_float(cfg, "server-round", 0)),
-                      augment=recipe.augment, lr_schedule=recipe.lr_schedule)
+    attack = NodeAttack.from_node_config(context.node_config)
+    rnd = int(config_float(cfg, "server-round", 0))
+    if attack.trains:
+        res: Any = train_model(model, data.train_x, attack.labels(data.train_y),
+                               epochs=int(config_float(cfg, "epochs", 1)),
+                               lr=config_float(cfg, "lr", 0.05),
+                               batch_size=int(config_float(cfg, "batch-size", 32)),
+                               momentum=recipe.momentum, seed=seed + rnd,
+                               augment=recipe.augment, lr_schedule=recipe.lr_schedule)
+    else:  # a free rider: the model it was sent, on its training digits
+        res = evaluate_model(model, data.train_x, data.train_y)
     metrics = MetricRecord({"num-examples": res.num_examples, "train-loss": res.loss,
                             "train-accuracy": res.accuracy, "compute-seconds": res.seconds,
                             "handler-seconds": time.perf_counter() - t0})
-    return Message(RecordDict({"arrays": _arrays_of(model), "metrics": metrics}), reply_to=msg)
+    # what the node replies (and coopflower's mod signs): the trained model, or the attack's
+    out = attack.replied(arrays, _arrays_of(model), settings.partition_id, rnd)
+    return Message(RecordDict({"arrays": out, "metrics": metrics}), reply_to=msg)
 
 
 @functools.lru_cache(maxsize=8)
