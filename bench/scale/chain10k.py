@@ -3,6 +3,11 @@
 each, settle, MetaModel) through the library's batching, then every transaction read back per
 contract function (count, gas, calldata bytes, largest transaction).
 
+Anvil keeps its 30 M block gas limit (the batches are sized for it) but runs with
+``--disable-block-gas-limit``, so what does not fit a block at 10,000 (the one-transaction
+settle, the one-call ``getSubmissions`` read) still runs and is measured: its gas against the
+block's is in the figures (``over_block``).
+
     python -m bench.scale.chain10k [N]      # last stdout line: one JSON object
 """
 
@@ -28,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     n = int(argv[0]) if argv else 10_000
     t0 = time.perf_counter()
-    with anvil() as node:
+    with anvil(extra_args=["--disable-block-gas-limit"]) as node:
         chain = connect(node.url, private_key=node.private_keys[0])
         first = int(chain.w3.eth.block_number) + 1
         log(f"chain side at n={n}: signing and sending (this takes minutes)")
@@ -40,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
            "sign_s": res.sign_s, "accepted": res.accepted, "votes": res.votes,
            "total_s": round(time.perf_counter() - t0, 1)}
     doc["max_tx_gas"] = max((row["max_tx_gas"] for row in census.values()), default=0)
+    doc["over_block"] = {fn: row["max_tx_gas"] for fn, row in census.items()
+                         if row["max_tx_gas"] > limit}
     doc["max_tx_calldata"] = max((row["max_tx_calldata"] for row in census.values()),
                                  default=0)
     print(json.dumps(doc))

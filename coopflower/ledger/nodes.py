@@ -24,7 +24,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +67,7 @@ def free_port() -> int:
 @contextmanager
 def anvil(
     block_time: float | None = None, accounts: int = 10, timeout: float = 30.0,
-    gas_limit: int | None = None,
+    gas_limit: int | None = None, extra_args: Sequence[str] = (),
 ) -> Iterator[ChainNode]:
     """Run anvil on a free loopback port.
 
@@ -75,6 +75,8 @@ def anvil(
         block_time: seconds between blocks (None: mine on every transaction).
         accounts: funded dev accounts. timeout: seconds to wait for JSON-RPC.
         gas_limit: the block gas limit (None: anvil's, 30 M).
+        extra_args: more of anvil's options (``--disable-block-gas-limit``: a transaction or
+            call may use more gas than a block holds).
     Yields: the :class:`ChainNode` (keys parsed from anvil's own output).
     """
     if not ANVIL_BIN.exists():
@@ -88,6 +90,7 @@ def anvil(
         cmd += ["--block-time", str(block_time)]
     if gas_limit is not None:
         cmd += ["--gas-limit", str(gas_limit)]
+    cmd += list(extra_args)
     with tempfile.TemporaryDirectory(prefix="coop-anvil-") as tmp:
         log = Path(tmp) / "anvil.log"
         with _process(cmd, log, cwd=tmp) as proc:

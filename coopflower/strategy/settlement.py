@@ -66,7 +66,11 @@ def _relay_and_settle(s: CoordinatedStrategy, st: RoundState, timeout: float) ->
     with s.phases.phase(st.rnd, "vote") as rec:
         tx0 = ledger.chain.tx_count
         if st.votes:
-            tx = ledger.submit_votes(task_id, report.chain_round, st.votes)
+            # by submission: a submission's k votes, and the packed word it shares with three
+            # others, land in one batch, so each is a cold storage access once, not per batch
+            # (at 1000 contributors, 4 batches: 0.8 k gas a vote less, bench/scale_round.py)
+            tx = ledger.submit_votes(task_id, report.chain_round,
+                                     sorted(st.votes, key=lambda v: v.submission))
             report.gas += tx.gas_used
         report.votes = len(st.votes)
         rec.detail = f"{len(st.votes)} votes in {transactions(ledger.chain.tx_count - tx0)}"
