@@ -12,13 +12,48 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from coopflower.ledger.nodes import ANVIL_BIN, NodeToolMissing, _wait_rpc, free_port
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+from flwr.simulation import run_simulation
 
-__all__ = ["RestartableAnvil", "RestartableIpfs", "Tripwire", "money_adds_up"]
+from coopflower.client import coop_mod
+from coopflower.ledger.nodes import ANVIL_BIN, NodeToolMissing, _wait_rpc, free_port
+from tests import plugin_misfits as app_code
+
+__all__ = ["RestartableAnvil", "RestartableIpfs", "Tripwire", "money_adds_up", "simulate"]
+
+
+def simulate(tmp_path: Path, make: Callable[[], Any], rounds: int, nodes: int,
+             mods: Sequence[Any] = ()) -> dict[str, Any]:
+    """One Flower simulation of ``nodes`` SuperNodes running ``tests.plugin_misfits``' own
+    train and evaluate behind ``mods`` and ``coop_mod``; its ServerApp starts ``make()``'s
+    strategy from the app's initial model. Returns the strategy (``"s"``) and its Result
+    (``"result"``) or the error it raised (``"error"``: the fault under test)."""
+    os.environ["COOPFLOWER_HOME"] = str(tmp_path / "home")  # the nodes keep their keys
+    out: dict[str, Any] = {}
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        s = out["s"] = make()
+        try:
+            out["result"] = s.start(grid=grid, train_config=ConfigRecord({"lr": 0.5}),
+                                    initial_arrays=ArrayRecord(app_code.Net().state_dict()),
+                                    num_rounds=rounds, timeout=120)
+        except Exception as exc:  # kept for the test's assertions
+            out["error"] = exc
+
+    client = ClientApp(mods=[*mods, coop_mod])
+    client.train()(app_code.train)
+    client.evaluate()(app_code.evaluate)
+    run_simulation(server_app=server, client_app=client, num_supernodes=nodes,
+                   backend_config={"client_resources": {"num_cpus": 1}})
+    return out
 
 
 class RestartableAnvil:

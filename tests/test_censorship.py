@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from coopflower.client.outbox import OutboxVote, load_votes, outbox_path, record_votes
+from coopflower.client.outbox import OutboxVote, load_entries, outbox_path, record_entries
 from coopflower.client.watch import send_dropped
 from coopflower.ledger import Chain, Status, connect
 from coopflower.ledger.nodes import ChainNode
@@ -46,7 +46,7 @@ def _censored_round(node: ChainNode, tmp: Path, watcher: bool) -> tuple[Settleme
     key_file = tmp / f"node-{censored}.json"
     key = sc.key_of(censored)
     key_file.write_text(json.dumps({"address": censored, "private_key": key}))
-    record_votes(outbox_path(key_file), [OutboxVote(chain.chain_id, led.address, votes[2])])
+    record_entries(outbox_path(key_file), [OutboxVote(chain.chain_id, led.address, votes[2])])
     led.submit_votes(t, rnd, votes[:2])  # the censoring relayer
     if watcher:
         chain.send_value(censored, 10**17)  # the opted-in node holds ETH for gas
@@ -55,7 +55,7 @@ def _censored_round(node: ChainNode, tmp: Path, watcher: bool) -> tuple[Settleme
              "--key-file", str(key_file), "--once"],
             capture_output=True, text=True, timeout=120, check=True).stdout
         assert f"round {rnd} submission {sid} that no relayer had sent" in out, out
-        assert load_votes(outbox_path(key_file)) == []  # sent: it leaves the outbox
+        assert load_entries(outbox_path(key_file)) == []  # sent: it leaves the outbox
     chain.wait_for_block(led.round(t, rnd).vote_end + 1)
     return led.settle(t, rnd), censored
 
@@ -132,7 +132,7 @@ def test_a_censored_submission_is_sent_by_the_node_itself(anvil_node: ChainNode,
     window stays open (grace), node 3's watcher sends the submission from its outbox, and the
     round then closes with it on chain, to be verified like the others."""
     from coopflower.client.outbox import OutboxSubmission
-    from tests.test_contract_grace import _items
+    from coopflower.ledger.rounds import submission_items
 
     chain = connect(anvil_node.url, private_key=anvil_node.private_keys[0])
     sc = new_scenario(chain, n=4, vote_blocks=30, grace_blocks=20)
@@ -142,8 +142,8 @@ def test_a_censored_submission_is_sent_by_the_node_itself(anvil_node: ChainNode,
     left_out = subs[3]
     key_file = tmp_path / "node-3.json"
     key_file.write_text(json.dumps({"address": sc.address(3), "private_key": sc.keys[3]}))
-    record_votes(outbox_path(key_file), [OutboxSubmission(chain.chain_id, led.address, left_out)])
-    led._send("submitBatch", [t, rnd, _items(subs[:3]), True])  # the censoring relayer
+    record_entries(outbox_path(key_file), [OutboxSubmission(chain.chain_id, led.address, left_out)])
+    led._send("submitBatch", [t, rnd, submission_items(subs[:3]), True])  # the censoring relayer
     assert led.round(t, rnd).state == 1  # not closed: node 3 is missing and the grace runs
     chain.send_value(sc.address(3), 10**17)
     out = subprocess.run(
@@ -151,7 +151,7 @@ def test_a_censored_submission_is_sent_by_the_node_itself(anvil_node: ChainNode,
          "--key-file", str(key_file), "--once"],
         capture_output=True, text=True, timeout=120, check=True).stdout
     assert f"submission on task {t} round {rnd}" in out and "no relayer had sent" in out, out
-    assert load_votes(outbox_path(key_file)) == []
+    assert load_entries(outbox_path(key_file)) == []
     led.close_submissions(t, rnd)  # everyone in: closes at once
     models = led.round_models(t, rnd)
     assert sc.address(3).lower() in {m[0].lower() for m in models.values()}

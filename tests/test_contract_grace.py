@@ -8,10 +8,9 @@ the submission out."""
 from __future__ import annotations
 
 import pytest
-from eth_utils import to_checksum_address
 
 from coopflower.ledger import Chain, ContractRevertError, CoopLedger, Status
-from coopflower.ledger.eip712 import SignedSubmission, compact_signature
+from coopflower.ledger.rounds import submission_items
 from tests.fixtures_chain import Scenario, anvil_node, new_scenario  # noqa: F401
 
 
@@ -23,16 +22,6 @@ def _as_node(sc: Scenario, i: int) -> CoopLedger:
     """The contract as participant ``i`` sends to it (with ETH for gas)."""
     sc.chain.send_value(sc.address(i), 10**17)
     return CoopLedger.at(sc.chain.with_account(sc.keys[i]), sc.ledger.address)
-
-
-def _items(subs: list[SignedSubmission]) -> list[tuple[object, ...]]:
-    """The batch's ABI items, for a relayer that sends ``submitBatch`` itself."""
-    out: list[tuple[object, ...]] = []
-    for s in subs:
-        r, vs = compact_signature(s.signature)
-        out.append((to_checksum_address(s.contributor), s.content_hash, s.seed_commit, s.cid,
-                    r, vs))
-    return out
 
 
 def test_a_batch_of_everyone_closes_the_window_at_once(chain: Chain) -> None:
@@ -48,7 +37,7 @@ def test_the_relayer_cannot_close_on_a_left_out_submission(chain: Chain) -> None
     led, t = sc.ledger, sc.task_id
     rnd = led.open_round(t).round
     # the censoring relayer: nodes 0..2 in, node 3 left out; the window stays open
-    led._send("submitBatch", [t, rnd, _items(sc.submissions(rnd, [0, 1, 2])), True])
+    led._send("submitBatch", [t, rnd, submission_items(sc.submissions(rnd, [0, 1, 2])), True])
     info = led.round(t, rnd)
     assert info.state == 1 and info.n_submissions == 3
     with _reverts("GraceNotOver"):  # and cannot close it right away

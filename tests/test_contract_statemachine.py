@@ -123,18 +123,23 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         picks = data.draw(st.lists(st.sampled_from(pending), min_size=1, max_size=6, unique=True))
         accepts = data.draw(st.lists(st.booleans(), min_size=len(picks), max_size=len(picks)))
+        # a signed accept counts as a yes only with a score reaching the task's threshold
+        scores = data.draw(st.lists(st.sampled_from([0, self.params.min_accuracy_bps - 1,
+                                                     self.params.min_accuracy_bps, 10000]),
+                                    min_size=len(picks), max_size=len(picks)))
         votes = [
             sign_vote(
-                KEY_OF[v], self.led.domain, self.task, self.round, s, self.subs[s].model_digest, a
+                KEY_OF[v], self.led.domain, self.task, self.round, s, self.subs[s].model_digest,
+                a, bps,
             )
-            for (s, v), a in zip(picks, accepts, strict=True)
+            for (s, v), a, bps in zip(picks, accepts, scores, strict=True)
         ]
         late = self.CHAIN_BLOCK() + 1 > self.led.round(self.task, self.round).vote_end
         try:
             self.led.submit_votes(self.task, self.round, votes)
             assert not late
-            for (s, v), a in zip(picks, accepts, strict=True):
-                self.ballots[s][v] = a
+            for (s, v), a, bps in zip(picks, accepts, scores, strict=True):
+                self.ballots[s][v] = a and bps >= self.params.min_accuracy_bps
         except ContractRevertError as exc:
             assert late and exc.name == "VoteTooLate", exc
 

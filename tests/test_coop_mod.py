@@ -290,7 +290,7 @@ def test_every_signed_vote_is_kept_in_the_nodes_outbox(tmp_path: Path,
     """Attack 3's defence starts on the node: each vote it signs is kept beside its key, so its
     watcher can send it if the relayer does not (tests/test_censorship.py)."""
     from coopflower.client.mod import key_path
-    from coopflower.client.outbox import load_votes, outbox_path
+    from coopflower.client.outbox import load_entries, outbox_path
     from coopflower.ledger.eip712 import recover_vote
 
     other = _fresh_arrays()
@@ -300,7 +300,7 @@ def test_every_signed_vote_is_kept_in_the_nodes_outbox(tmp_path: Path,
     reply = coop_mod(_verify_msg(ledger, tmp_path, [m[0] for m in models],
                                  [m[1] for m in models]), ctx, app_evaluate)
     votes = reply.content.config_records[P.VOTES]
-    kept = load_votes(outbox_path(key_path(ctx)))
+    kept = load_entries(outbox_path(key_path(ctx)))
     assert [(e.vote.submission, e.vote.accept, e.vote.score_bps, e.vote.signature)
             for e in kept] == list(zip([0, 1], votes["approve"], votes["accuracy-bps"],
                                        votes["signatures"], strict=True))

@@ -15,57 +15,22 @@ Either way the audit (``coopflower audit`` against the node) is clean and the mo
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context
-from flwr.clientapp import ClientApp
-from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
-from flwr.simulation import run_simulation
 
 from coopflower.audit import run_audit
-from coopflower.client import coop_mod
 from coopflower.ledger import CoopLedger, TransactionError, connect
 from coopflower.ledger.backend import ChainUnreachableError
 from coopflower.strategy import CoordinatedStrategy, TaskConfig
-from tests import plugin_misfits as app_code
-from tests.fixtures_faults import RestartableAnvil, Tripwire, money_adds_up
+from tests.fixtures_faults import RestartableAnvil, Tripwire, money_adds_up, simulate
 
 pytestmark = [pytest.mark.slow, pytest.mark.node]
 
 NODES = 4
-
-
-def _client() -> ClientApp:
-    app = ClientApp(mods=[coop_mod])
-    app.train()(app_code.train)
-    app.evaluate()(app_code.evaluate)
-    return app
-
-
-def _simulate(tmp_path: Path, make: Any, rounds: int) -> dict[str, Any]:
-    """One simulation whose ServerApp runs ``make()``'s strategy; its error, if any, kept."""
-    os.environ["COOPFLOWER_HOME"] = str(tmp_path / "home")  # the nodes keep their keys
-    out: dict[str, Any] = {}
-    server = ServerApp()
-
-    @server.main()
-    def main(grid: Grid, context: Context) -> None:
-        s = out["s"] = make()
-        try:
-            out["result"] = s.start(grid=grid, train_config=ConfigRecord({"lr": 0.5}),
-                                    initial_arrays=ArrayRecord(app_code.Net().state_dict()),
-                                    num_rounds=rounds, timeout=120)
-        except Exception as exc:  # the fault under test: kept for the assertions
-            out["error"] = exc
-
-    run_simulation(server_app=server, client_app=_client(), num_supernodes=NODES,
-                   backend_config={"client_resources": {"num_cpus": 1}})
-    return out
 
 
 def _strategy(tmp_path: Path, ledger: CoopLedger, progress: Any, **kw: Any) -> Any:
@@ -85,7 +50,7 @@ def test_a_chain_node_restarted_in_time_the_run_goes_on(tmp_path: Path, marker: 
     with RestartableAnvil(tmp_path) as node:
         ledger = CoopLedger.deploy(connect(node.url, private_key=node.private_keys[0]))
         wire = Tripwire(marker, lambda: node.stop(signal.SIGTERM), node.start, delay=3.0)
-        out = _simulate(tmp_path, _strategy(tmp_path, ledger, wire), rounds=2)
+        out = simulate(tmp_path, _strategy(tmp_path, ledger, wire), 2, NODES)
         assert wire.fired.is_set() and node.starts == 2, wire.text()[-2000:]
         assert "error" not in out, out.get("error")
         s = out["s"]
@@ -102,7 +67,7 @@ def test_a_chain_node_down_too_long_stops_the_run_by_name_and_the_task_resumes(
         key = node.private_keys[0]
         ledger = CoopLedger.deploy(connect(node.url, private_key=key, unreachable_s=3.0))
         wire = Tripwire("[round 1/1] submit", lambda: node.stop(signal.SIGTERM))
-        out = _simulate(tmp_path, _strategy(tmp_path, ledger, wire, pipeline=False), rounds=1)
+        out = simulate(tmp_path, _strategy(tmp_path, ledger, wire, pipeline=False), 1, NODES)
         err = out.get("error")
         print(f"chain node down: {type(err).__name__}: {err}")
         # a view wraps it in TransactionError("<view> call failed: ..."), from the cause
@@ -115,8 +80,8 @@ def test_a_chain_node_down_too_long_stops_the_run_by_name_and_the_task_resumes(
         task = int(out["s"].task_id)
         before = [e.args["cid"] for e in ledger.events("Submitted", task_id=task)]
         assert ledger.round(task, 1).state == 2 and len(before) == NODES
-        again = _simulate(tmp_path, _strategy(tmp_path, ledger, None, task_id=task,
-                                              resume=True), rounds=1)
+        again = simulate(tmp_path, _strategy(tmp_path, ledger, None, task_id=task,
+                                             resume=True), 1, NODES)
         assert "error" not in again, again.get("error")
         assert ledger.round(task, 1).state == 3
         assert [e.args["cid"] for e in ledger.events("Submitted", task_id=task)] == before

@@ -14,50 +14,28 @@ up."""
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context
-from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
-from flwr.simulation import run_simulation
 
 from coopflower.audit import audit_ledger
 from coopflower.storage import NodeError, open_store
 from coopflower.strategy import CoordinatedStrategy, TaskConfig
-from tests import plugin_misfits as app_code
-from tests.fixtures_faults import RestartableIpfs, Tripwire, money_adds_up
+from tests.fixtures_faults import RestartableIpfs, Tripwire, money_adds_up, simulate
 from tests.fixtures_ipfs import ensure_jsipfs
-from tests.test_faults_chain import _client
 
 pytestmark = [pytest.mark.slow, pytest.mark.node]
 
 NODES = 4
 
 
-def _simulate(tmp_path: Path, ipfs: RestartableIpfs, wire: Tripwire) -> dict[str, Any]:
-    os.environ["COOPFLOWER_HOME"] = str(tmp_path / "home")
-    out: dict[str, Any] = {}
-    server = ServerApp()
-
-    @server.main()
-    def main(grid: Grid, context: Context) -> None:
-        s = out["s"] = CoordinatedStrategy(
-            FedAvg(fraction_train=1.0), store=ipfs.url, progress=wire,
-            task=TaskConfig(k=3, quorum=2, metric="eval_acc", min_metric=0.5, vote_blocks=5))
-        try:
-            out["result"] = s.start(grid=grid, train_config=ConfigRecord({"lr": 0.5}),
-                                    initial_arrays=ArrayRecord(app_code.Net().state_dict()),
-                                    num_rounds=1, timeout=120)
-        except Exception as exc:  # the fault under test
-            out["error"] = exc
-
-    run_simulation(server_app=server, client_app=_client(), num_supernodes=NODES,
-                   backend_config={"client_resources": {"num_cpus": 1}})
-    return out
+def _strategy(ipfs: RestartableIpfs, wire: Tripwire) -> Any:
+    return lambda: CoordinatedStrategy(
+        FedAvg(fraction_train=1.0), store=ipfs.url, progress=wire,
+        task=TaskConfig(k=3, quorum=2, metric="eval_acc", min_metric=0.5, vote_blocks=5))
 
 
 @pytest.mark.parametrize("restart", [True, False])
@@ -66,7 +44,7 @@ def test_an_ipfs_daemon_killed_within_a_round(tmp_path: Path, restart: bool) -> 
     with RestartableIpfs(tmp_path) as ipfs:
         wire = Tripwire("[round 1/1] train", lambda: ipfs.stop(signal.SIGKILL),
                         ipfs.start if restart else None, delay=3.0)
-        out = _simulate(tmp_path, ipfs, wire)
+        out = simulate(tmp_path, _strategy(ipfs, wire), 1, NODES)
         assert wire.fired.is_set(), wire.text()[-2000:]
         s, err = out["s"], out.get("error")
         ledger, task = s.ledger, int(s.task_id)

@@ -15,18 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message
-from flwr.clientapp import ClientApp
-from flwr.serverapp import Grid, ServerApp
+from flwr.app import Context, Message
 from flwr.serverapp.strategy import FedAvg
-from flwr.simulation import run_simulation
 
 from coopflower.audit import audit_ledger
-from coopflower.client import coop_mod
 from coopflower.client import stages as S
 from coopflower.strategy import CoordinatedStrategy, TaskConfig
-from tests import plugin_misfits as app_code
-from tests.fixtures_faults import money_adds_up
+from tests.fixtures_faults import money_adds_up, simulate
 
 pytestmark = pytest.mark.slow
 
@@ -57,26 +52,11 @@ def _fault(kind: str, stage: str, marker: Path) -> Any:
 
 def _run(tmp_path: Path, mods: list[Any], rounds: int,
          verify_timeout: float | None = None) -> CoordinatedStrategy:
-    os.environ["COOPFLOWER_HOME"] = str(tmp_path / "home")
-    out: dict[str, Any] = {}
-    server = ServerApp()
-
-    @server.main()
-    def main(grid: Grid, context: Context) -> None:
-        s = out["s"] = CoordinatedStrategy(
-            FedAvg(fraction_train=1.0), store=str(tmp_path / "store"), progress=None,
-            task=TaskConfig(k=3, quorum=2, metric="eval_acc", min_metric=0.5, vote_blocks=5),
-            verify_timeout=verify_timeout)
-        out["result"] = s.start(grid=grid, initial_arrays=ArrayRecord(app_code.Net().state_dict()),
-                                train_config=ConfigRecord({"lr": 0.5}), num_rounds=rounds,
-                                timeout=120)
-
-    client = ClientApp(mods=[*mods, coop_mod])
-    client.train()(app_code.train)
-    client.evaluate()(app_code.evaluate)
-    run_simulation(server_app=server, client_app=client, num_supernodes=NODES,
-                   backend_config={"client_resources": {"num_cpus": 1}})
-    assert "result" in out, "the ServerApp did not finish"
+    out = simulate(tmp_path, lambda: CoordinatedStrategy(
+        FedAvg(fraction_train=1.0), store=str(tmp_path / "store"), progress=None,
+        task=TaskConfig(k=3, quorum=2, metric="eval_acc", min_metric=0.5, vote_blocks=5),
+        verify_timeout=verify_timeout), rounds, NODES, mods)
+    assert "result" in out, f"the ServerApp did not finish: {out.get('error')!r}"
     return out["s"]
 
 

@@ -64,19 +64,6 @@ def make(arm: str, n: int, f: int, *, metric: str, min_metric: float, store: Pat
     raise ValueError(f"unknown arm {arm!r}; choose from {', '.join(ARMS)}")
 
 
-def addresses_by_partition(home: Path, n: int) -> dict[str, int]:
-    """Registered address -> partition id, from the nodes' key files
-    (``$COOPFLOWER_HOME/keys/node-<partition id>.json``, as ``coop_mod`` names them)."""
-    from coopflower.client.keys import load_or_create_key
-
-    out = {}
-    for pid in range(n):
-        path = home / "keys" / f"node-{pid}.json"
-        if path.exists():
-            out[load_or_create_key(path).address.lower()] = pid
-    return out
-
-
 def rejection_shares(reports: Iterable[Any], pid_of: Mapping[str, int], attackers: Iterable[int],
                      n: int) -> dict[str, Any]:
     """Shares of malicious and honest contributions not aggregated, over every round.

@@ -23,6 +23,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from coopflower.simulate_report import addresses_by_partition
 from robust import arms as A
 
 CLEAN = "clean:"
@@ -104,7 +105,7 @@ def run_cell(spec: dict[str, Any], arm_names: list[str], n: int, rounds: int, tm
                 if hasattr(strategy, "reports"):
                     home = Path(os.environ["COOPFLOWER_HOME"])
                     shares = A.rejection_shares(strategy.reports,
-                                                A.addresses_by_partition(home, n),
+                                                addresses_by_partition(home, n),
                                                 [] if clean else attackers, n)
                     rec.update(shares)
             except Exception as exc:  # noqa: BLE001 - recorded, the other arms still run

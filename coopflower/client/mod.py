@@ -298,12 +298,12 @@ def _submission_to_outbox(context: Context, coop: Mapping[str, Any], contributor
                           sub: Any) -> None:
     """Keep the signed submission on the node, for its watcher to send if the relayer leaves
     it out of the round's batch (``coopflower.client.watch``)."""
-    from coopflower.client.outbox import OutboxSubmission, outbox_path, record_votes
+    from coopflower.client.outbox import OutboxSubmission, outbox_path, record_entries
     from coopflower.ledger.eip712 import SignedSubmission
 
     signed = SignedSubmission(P.get_int(coop, "task-id"), P.get_int(coop, "round"), contributor,
                               sub.cid, sub.content_hash, sub.signature, sub.seed_commit)
-    record_votes(outbox_path(key_path(context)), [OutboxSubmission(
+    record_entries(outbox_path(key_path(context)), [OutboxSubmission(
         P.get_int(coop, "chain-id"), P.get_str(coop, "contract"), signed)])
 
 
@@ -312,12 +312,12 @@ def _to_outbox(context: Context, coop: Mapping[str, Any], verifier: str, ids: li
     """Keep the signed votes on the node (each bound to the model digest it signed), so that
     its watcher can send them itself if the relayer leaves them out
     (``coopflower.client.watch``)."""
-    from coopflower.client.outbox import OutboxVote, outbox_path, record_votes
+    from coopflower.client.outbox import OutboxVote, outbox_path, record_entries
     from coopflower.ledger.eip712 import SignedVote
 
     task_id, rnd = P.get_int(coop, "task-id"), P.get_int(coop, "round")
     chain_id, contract = P.get_int(coop, "chain-id"), P.get_str(coop, "contract")
-    record_votes(outbox_path(key_path(context)), [
+    record_entries(outbox_path(key_path(context)), [
         OutboxVote(chain_id, contract, SignedVote(
             task_id, rnd, int(sid), digest, verifier, bool(ok), int(bps), bytes(sig)))
         for sid, digest, ok, bps, sig in zip(ids, digests, out["approve"], out["accuracy-bps"],

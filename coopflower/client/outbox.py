@@ -20,7 +20,7 @@ from pathlib import Path
 from coopflower.ledger.eip712 import SignedSubmission, SignedVote
 
 __all__ = ["OutboxError", "OutboxVote", "OutboxSubmission", "OutboxEntry", "outbox_path",
-           "record_votes", "load_votes", "keep_votes"]
+           "record_entries", "load_entries", "keep_entries"]
 
 
 class OutboxError(ValueError):
@@ -88,8 +88,8 @@ def _entry(text: str, where: str) -> OutboxEntry:
         raise OutboxError(f"{where}: not an outbox entry ({exc})") from exc
 
 
-def record_votes(path: Path, entries: Iterable[OutboxEntry]) -> None:
-    """Append signed votes (or submissions) to the outbox (created with mode 0600 on first use)."""
+def record_entries(path: Path, entries: Iterable[OutboxEntry]) -> None:
+    """Append signed votes and submissions to the outbox (mode 0600 when first created)."""
     lines = "".join(_line(e) + "\n" for e in entries)
     if not lines:
         return
@@ -99,7 +99,7 @@ def record_votes(path: Path, entries: Iterable[OutboxEntry]) -> None:
         f.write(lines)
 
 
-def load_votes(path: Path) -> list[OutboxEntry]:
+def load_entries(path: Path) -> list[OutboxEntry]:
     """The outbox's votes and submissions, oldest first (none when it does not exist)."""
     if not path.exists():
         return []
@@ -107,7 +107,7 @@ def load_votes(path: Path) -> list[OutboxEntry]:
     return [_entry(line, f"{path}:{i + 1}") for i, line in enumerate(text) if line.strip()]
 
 
-def keep_votes(path: Path, entries: Iterable[OutboxEntry]) -> None:
+def keep_entries(path: Path, entries: Iterable[OutboxEntry]) -> None:
     """Rewrite the outbox with only ``entries`` (atomically)."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -35,8 +35,8 @@ from coopflower.client.outbox import (
     OutboxEntry,
     OutboxSubmission,
     OutboxVote,
-    keep_votes,
-    load_votes,
+    keep_entries,
+    load_entries,
 )
 from coopflower.ledger.eip712 import SignedSubmission, SignedVote
 
@@ -139,7 +139,7 @@ def watch_once(outbox: Path, chain: Any, margin: int = 2) -> WatchReport:
     """One pass over the outbox for the deployments on ``chain`` (others are kept as they are)."""
     from coopflower.ledger.contract import CoopLedger
 
-    entries = load_votes(outbox)
+    entries = load_entries(outbox)
     mine = [e for e in entries if e.chain_id == chain.chain_id]
     keep = [e for e in entries if e.chain_id != chain.chain_id]
     total = WatchReport()
@@ -147,7 +147,7 @@ def watch_once(outbox: Path, chain: Any, margin: int = 2) -> WatchReport:
         group = [e for e in mine if e.contract.lower() == contract]
         keep.extend(_pass(CoopLedger.at(chain, group[0].contract), group, margin, total))
     if entries:
-        keep_votes(outbox, keep)
+        keep_entries(outbox, keep)
     return total
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 from eth_utils import to_checksum_address
 
@@ -26,6 +27,17 @@ from .records import (
 )
 from .rules import Status, assign_verifiers, round_seed
 from .views import LedgerViews
+
+
+def submission_items(subs: Sequence[SignedSubmission]) -> list[tuple[Any, ...]]:
+    """The ``submitBatch`` ABI items of signed submissions (contributor, content hash, seed
+    commitment, CID, compact signature)."""
+    items: list[tuple[Any, ...]] = []
+    for s in subs:
+        r, vs = compact_signature(s.signature)
+        items.append((to_checksum_address(s.contributor), bytes(s.content_hash),
+                      bytes(s.seed_commit), bytes(s.cid), r, vs))
+    return items
 
 
 class RoundCalls(LedgerViews):
@@ -55,13 +67,9 @@ class RoundCalls(LedgerViews):
         parts = slices(subs, self.batch_size("submission"))
         results = []
         for n, (offset, part) in enumerate(parts):
-            items = []
-            for s in part:
-                r, vs = compact_signature(s.signature)
-                items.append((to_checksum_address(s.contributor), bytes(s.content_hash),
-                              bytes(s.seed_commit), bytes(s.cid), r, vs))
             last = n == len(parts) - 1  # the window closes with the last batch
-            tx = self._send("submitBatch", [task_id, round, items, close and last])
+            tx = self._send("submitBatch", [task_id, round, submission_items(part),
+                                            close and last])
             results.append((offset, self._submit_result(tx, task_id, round, part)))
         merged = merge([r for _, r in results])
         if close and not merged.named("SubmissionsClosed"):  # someone is missing: the grace
