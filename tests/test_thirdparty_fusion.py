@@ -4,8 +4,9 @@ The breastcancer app, after its ``coop.diff``, takes ``fusion.diff``: its MLP ge
 parameter and two architectures (``FACTORIES``: a narrow and a wide one, alternating by
 partition), its handlers build the model the arrays fit, the nodes run the fusion mod and the
 server fuses the accepted models with ``make_fusion_aggregate`` on its own half of the held-out
-data, evaluating the MetaModel on the other half. Each contributor continues its own private
-model; the MetaModel's blob names the app's architecture keys and no paper model."""
+data (each block starting from its contributor's own head, ``block_init="private"``: the
+paper's random blocks do not train reliably on 48 samples), evaluating the MetaModel on the
+other half. Each contributor continues its own private model; the MetaModel's blob names the app's architecture keys and no paper model."""
 
 from __future__ import annotations
 
