@@ -6,7 +6,8 @@ partition), its handlers build the model the arrays fit, the nodes run the fusio
 server fuses the accepted models with ``make_fusion_aggregate`` on its own half of the held-out
 data (each block starting from its contributor's own head, ``block_init="private"``: the
 paper's random blocks do not train reliably on 48 samples), evaluating the MetaModel on the
-other half. Each contributor continues its own private model; the MetaModel's blob names the app's architecture keys and no paper model."""
+other half. Each contributor continues its own private model; the MetaModel's blob names the
+app's architecture keys and no paper model."""
 
 from __future__ import annotations
 
