@@ -104,8 +104,8 @@ def noisy_rider_train(msg: Message, context: Context) -> Message:
 
 
 def stale_train(msg: Message, context: Context) -> Message:
-    """Node 0 trains in round 1, then resubmits that (accepted) model, nudged, in every later
-    round; the others train."""
+    """Node 0 trains in round 1, then resubmits that (accepted) model, nudged anew, in every
+    later round; the others train."""
     if int(context.node_config["partition-id"]) != 0:
         return train(msg, context)
     kept = context.state.array_records.get("stale-kept")
@@ -114,5 +114,6 @@ def stale_train(msg: Message, context: Context) -> Message:
         context.state["stale-kept"] = reply.content["arrays"]
         return reply
     metrics = MetricRecord({"train_loss": 0.0, "num-examples": 200})
-    return Message(RecordDict({"arrays": _nudged(kept, seed=1), "metrics": metrics}),
+    rnd = int(msg.content["config"]["server-round"])
+    return Message(RecordDict({"arrays": _nudged(kept, seed=rnd), "metrics": metrics}),
                    reply_to=msg)

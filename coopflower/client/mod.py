@@ -326,7 +326,7 @@ def _to_outbox(context: Context, coop: Mapping[str, Any], verifier: str, ids: li
 
 def _references(store: str | None, coop: Mapping[str, Any]) -> list[Reference]:
     """The models a submission must differ from, by the CIDs the message names: the global
-    model the contributors were sent (``global-cid``) and the previous round's accepted
+    model the contributors were sent (``global-cid``) and the task's earlier accepted
     models (``accepted-cids``), each fetched and checked against its CID."""
     named: list[tuple[bytes, str, str]] = []
     cid = coop.get("global-cid")

@@ -227,8 +227,8 @@ def verify_messages(s: CoordinatedStrategy, st: RoundState, per_node: dict[int, 
         vcfg.update({"metric": s.task.metric, "min-metric-bps": s.task.threshold_bps()})
         if s.fusing:  # each blob is checked against the architecture it names
             vcfg["fusion"] = True
-        else:  # verifiers refuse the model a contributor was sent, and the last round's
-            # accepted models, unchanged or within the task's distance
+        else:  # verifiers refuse the model a contributor was sent, and every model the
+            # task accepted so far, unchanged or within the task's distance
             vcfg.update({"global-cid": global_cid, "accepted-cids": _accepted_before(s),
                          "min-distance": float(s.task.min_distance)})
         shapes_of = ArrayRecord() if s.fusing else st.arrays
@@ -237,10 +237,16 @@ def verify_messages(s: CoordinatedStrategy, st: RoundState, per_node: dict[int, 
 
 
 def _accepted_before(s: CoordinatedStrategy) -> list[bytes]:
-    """The CIDs of the models the previous round accepted (its report, settled by now)."""
-    if not s.reports:
-        return []
-    return [bytes(v[1]) for v in s.reports[-1].submissions.values() if v[2] == "ACCEPTED"]
+    """The CIDs of the models the task accepted in this run's earlier rounds (their reports,
+    settled by now), each once. The contract refuses a blob already submitted in the task;
+    these let verifiers refuse the same arrays in another blob, and near copies
+    (``min_distance``). A resumed run names the rounds it ran itself."""
+    seen: dict[bytes, None] = {}
+    for report in s.reports:
+        for v in report.submissions.values():
+            if v[2] == "ACCEPTED":
+                seen.setdefault(bytes(v[1]), None)
+    return list(seen)
 
 
 def _store_global(s: CoordinatedStrategy, st: RoundState) -> bytes:

@@ -42,7 +42,7 @@ class TaskConfig:
     (the count each contributor's train reply claims, clipped to twice the round's median
     claim); the task's spec hash on chain commits to the rule. ``min_distance`` the relative L2
     distance (``coopflower.client.copies``) within which verifiers refuse a submission as the
-    global model it was sent or a copy of a model the previous round accepted (0: exact
+    global model it was sent or a copy of a model the task accepted before (0: exact
     copies only).
     """
 
