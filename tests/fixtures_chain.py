@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import pytest
 from eth_account import Account
-from eth_hash.auto import keccak
 
 from coopflower.ledger import (
     Chain,
@@ -91,8 +90,14 @@ class Scenario:
         raise KeyError(address)
 
     def share(self, round: int, i: int) -> bytes:
-        """Returns: participant ``i``'s seed share for ``round`` (fixed by its key)."""
-        return bytes(keccak(bytes.fromhex(self.keys[i][2:]) + round.to_bytes(4, "big")))
+        """Returns: participant ``i``'s seed share for ``round``, derived from its key as a
+        node's mod derives it (so its watcher can reveal it)."""
+        from coopflower.client.duties import seed_share
+        from coopflower.client.keys import NodeKey
+
+        key = NodeKey(bytes.fromhex(self.keys[i][2:]), self.address(i))
+        return seed_share(key, {"chain-id": self.ledger.chain.chain_id, "task-id": self.task_id,
+                                "contract": self.ledger.address, "round": round})
 
     def submissions(self, round: int, who: Sequence[int]) -> list[SignedSubmission]:
         """Returns: signed submissions with fresh CIDs for participants ``who`` (committing

@@ -156,3 +156,55 @@ def test_a_censored_submission_is_sent_by_the_node_itself(anvil_node: ChainNode,
     models = led.round_models(t, rnd)
     assert sc.address(3).lower() in {m[0].lower() for m in models.values()}
     assert len(models) == 4 and led.round(t, rnd).state == 2
+
+
+def _censored_share_round(node: ChainNode, tmp: Path, watcher: bool) -> tuple[Settlement, str]:
+    """Four submissions in a task with seed reveals; the relayer reveals three shares and leaves
+    node 3's out. With ``watcher`` node 3's watcher (a real process) reveals its own share,
+    derived from its key as its mod derives it. Every submission then gets its verifiers' yes."""
+    from coopflower.client.outbox import OutboxSubmission
+
+    chain = connect(node.url, private_key=node.private_keys[0])
+    sc = new_scenario(chain, n=4, vote_blocks=30, reveal_blocks=10)
+    led, t = sc.ledger, sc.task_id
+    rnd = led.open_round(t).round
+    subs = sc.submissions(rnd, range(4))
+    tmp.mkdir(parents=True)
+    key_file = tmp / "node-3.json"
+    key_file.write_text(json.dumps({"address": sc.address(3), "private_key": sc.keys[3]}))
+    record_entries(outbox_path(key_file), [OutboxSubmission(chain.chain_id, led.address, subs[3])])
+    led.submit_batch(t, rnd, subs, close=True)
+    chain.wait_for_block(led.round(t, rnd).rand_block + 1)
+    led.reveal_seeds(t, rnd, sc.shares_of(rnd, [0, 1, 2]))  # the censoring relayer
+    if watcher:
+        chain.send_value(sc.address(3), 10**17)
+        out = subprocess.run(
+            [sys.executable, "-m", "coopflower", "watch", "--chain", node.url,
+             "--key-file", str(key_file), "--once"],
+            capture_output=True, text=True, timeout=120, check=True).stdout
+        assert "revealed the seed share of submission" in out, out
+        assert load_entries(outbox_path(key_file)) == []  # the seed is fixed: nothing left
+    info = led.round(t, rnd)
+    chain.wait_for_block(info.reveal_end + 1)
+    plan = led.assignments(t, rnd)
+    digests = {s.submission: s.model_digest for s in led.submissions(t, rnd)}
+    led.submit_votes(t, rnd, [sc.vote(rnd, sid, digests[sid], v, True, 9500)
+                              for sid, vs in plan.verifiers.items() for v in vs])
+    chain.wait_for_block(led.round(t, rnd).vote_end + 1)
+    return led.settle(t, rnd), sc.address(3)
+
+
+def test_a_censored_seed_share_is_revealed_by_the_node_itself(anvil_node: ChainNode,  # noqa: F811
+                                                              tmp_path: Path) -> None:
+    """Before (and still, without a watcher): the relayer that leaves a contributor's seed share
+    out of ``revealSeeds`` settles its submission UNREVEALED, unverified, and takes
+    ``penalty_no_vote`` from it. With the node's watcher: its own transaction reveals the share,
+    the submission is verified and accepted, and the node is paid, not penalised."""
+    censored, who = _censored_share_round(anvil_node, tmp_path / "a", watcher=False)
+    status = {s.contributor.lower(): s.status for s in censored.submissions}
+    assert status[who.lower()] == Status.UNREVEALED and censored.penalized.get(who, 0) > 0
+
+    result, who = _censored_share_round(anvil_node, tmp_path / "b", watcher=True)
+    status = {s.contributor.lower(): s.status for s in result.submissions}
+    assert set(status.values()) == {Status.ACCEPTED}, status
+    assert result.penalized.get(who, 0) == 0 and result.paid.get(who, 0) > 0
