@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from coopflower.client.copies import Reference, copy_check, relative_distance
+from coopflower.client.copies import Reference, copy_check, flatten, relative_distance
 
 
 def test_relative_distance_is_l2_over_all_arrays_and_none_for_other_shapes() -> None:
@@ -28,3 +28,28 @@ def test_copy_check_names_the_reference_and_the_distance() -> None:
     assert copy_check([], 0.0)({"w": ref["w"]}, {}) == ""
     exact_only = copy_check([Reference(ref, "x", "y")], 0.0)
     assert exact_only({"w": ref["w"] * (1 + 1e-9)}, {}) == ""
+
+
+def test_screened_check_decides_as_the_exact_distance_does() -> None:
+    """The one-dot-product screen only skips references surely beyond the distance: over
+    models at relative distances from 0 to 1e-1 around the threshold, the check refuses
+    exactly those whose exact distance is within it, with references kept as ``Flat``s."""
+    rng = np.random.default_rng(7)
+    ref = {"a": rng.normal(size=(30, 40)).astype(np.float32),
+           "b": rng.normal(size=500).astype(np.float32)}
+    min_distance = 1e-3
+    check = copy_check([Reference(flatten(ref), "r", "copy")], min_distance)
+    seen = {"refused": 0, "passed": 0}
+    for scale in [0.0, 1e-9, 1e-6, 5e-4, 9e-4, 1.1e-3, 2e-3, 1e-2, 1e-1]:
+        for _ in range(5):
+            moved = {k: (v + scale * rng.normal(size=v.shape) * np.abs(v).mean()).astype(
+                np.float32) for k, v in ref.items()}
+            d = relative_distance(moved, ref)
+            assert d is not None
+            refused = check(moved, {}) != ""
+            assert refused == (d <= min_distance), (scale, d)
+            seen["refused" if refused else "passed"] += 1
+    assert seen["refused"] and seen["passed"]
+    # another shape is another model, never a copy; a NaN model is left to the next check
+    assert check({"a": ref["a"]}, {}) == ""
+    assert check({k: np.full_like(v, np.nan) for k, v in ref.items()}, {}) == ""

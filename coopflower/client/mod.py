@@ -42,7 +42,7 @@ from flwr.clientapp.typing import ClientAppCallable
 
 from coopflower.client import protocol as P
 from coopflower.client import stages as S
-from coopflower.client.copies import Reference, copy_check
+from coopflower.client.copies import Flat, Reference, copy_check, flatten
 from coopflower.client.keys import NodeKey, load_or_create_key
 
 __all__ = ["coop_mod", "CoopModError", "AppReplyError", "COOP_METRICS"]
@@ -336,33 +336,33 @@ def _references(store: str | None, coop: Mapping[str, Any]) -> list[Reference]:
     for prior in coop.get("accepted-cids", []) or []:
         named.append((bytes(prior), f"the accepted model {bytes(prior).hex()[:16]}...",
                       "a copy of a model already accepted in the task"))
-    arrays = _reference_arrays(store, [c for c, _, _ in named])
-    return [Reference(arrays[c], name, why) for c, name, why in named]
+    flats = _reference_flats(store, [c for c, _, _ in named])
+    return [Reference(flats[c], name, why) for c, name, why in named]
 
 
-# the references of the last verify message, by (store, CID): the next message of the round
-# names the same ones (a CID names one content, checked against it when fetched)
-_REFERENCES: dict[tuple[str | None, bytes], Mapping[str, np.ndarray]] = {}
+# the references of the last verify message, flattened, by (store, CID): the next message of
+# the round names the same ones (a CID names one content, checked against it when fetched),
+# and the next round all of them but the global model, so each is fetched and flattened once
+_REFERENCES: dict[tuple[str | None, bytes], Flat] = {}
 
 
-def _reference_arrays(store: str | None,
-                      cids: list[bytes]) -> dict[bytes, Mapping[str, np.ndarray]]:
-    """Each reference model's arrays, fetched (the store checks each blob against its CID) and
-    unpacked unless the last verify message of this process named it too. Only the current
-    references are kept, so the process holds no more models between messages than during
-    one. Read only: the copy checks never write to them."""
+def _reference_flats(store: str | None, cids: list[bytes]) -> dict[bytes, Flat]:
+    """Each reference model flattened (``coopflower.client.copies.flatten``), fetched (the
+    store checks each blob against its CID) and unpacked unless the last verify message of
+    this process named it too. Only the current references are kept, so the process holds no
+    more models between messages than during one. Read only: the copy checks never write to
+    them."""
     from coopflower.blob import unpack_arrays
     from coopflower.client.duties import open_store
 
     global _REFERENCES
-    kept: dict[tuple[str | None, bytes], Mapping[str, np.ndarray]] = {}
+    kept: dict[tuple[str | None, bytes], Flat] = {}
     for cid in cids:
-        arrays = _REFERENCES.get((store, cid)) or kept.get((store, cid))
-        if arrays is None:
-            arrays = unpack_arrays(open_store(store).get(cid))[0]
-            for arr in arrays.values():
-                arr.setflags(write=False)
-        kept[(store, cid)] = arrays
+        flat = _REFERENCES.get((store, cid)) or kept.get((store, cid))
+        if flat is None:
+            flat = flatten(unpack_arrays(open_store(store).get(cid))[0])
+            flat.values.setflags(write=False)
+        kept[(store, cid)] = flat
     _REFERENCES = kept
     return {cid: kept[(store, cid)] for cid in cids}
 
