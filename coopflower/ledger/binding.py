@@ -45,6 +45,11 @@ class ContractBinding:
         # (task, round) -> (block it was opened in, that block's hash): every event of the
         # round is in that block or later, so its event reads need not scan the chain from 0
         self._round_starts: dict[tuple[int, int], tuple[int, bytes]] = {}
+        # (task, round) -> (block that closed it, its hash, the round's Submitted events) when
+        # this binding's own transactions carried every submission of the closed round
+        self._closed_rounds: dict[tuple[int, int], tuple[int, bytes, tuple[Event, ...]]] = {}
+        # task -> (block, its hash, the participants read at that block or before)
+        self._participants: dict[int, tuple[int, bytes, list[str]]] = {}
         self.max_batch: int | None = None  # items per transaction at most (None: block gas)
 
     def batch_size(self, kind: str, extra_per_tx: int = 0) -> int:

@@ -74,6 +74,7 @@ class RoundCalls(LedgerViews):
         merged = merge([r for _, r in results])
         if close and not merged.named("SubmissionsClosed"):  # someone is missing: the grace
             merged = merge([merged, self.close_submissions(task_id, round)])
+        self._keep_closed(task_id, round, merged)
         by_id = {k: v for _, r in results for k, v in r.by_id.items()}
         skipped = [replace(s, item=s.item + offset) for offset, r in results for s in r.skipped]
         return SubmitResult(merged.tx_hash, merged.block_number, merged.gas_used, merged.events,
@@ -198,9 +199,15 @@ class RoundCalls(LedgerViews):
         seed (waiting for the randomness block first), identical to the contract's check."""
         seed, info = self._randomness(task_id, round, timeout)
         k = self.task_params(task_id).k
-        pool = self.participants(task_id)[: info.n_participants]
-        # the contributors alone (one call, no event read): what the assignment depends on
-        contributors = self._view("getSubmissions", task_id, round)[0]
+        pool = self._pool(task_id, info.n_participants)
+        # the contributors alone: what the assignment depends on (from the Submitted events
+        # this binding kept when it closed the round, else one call)
+        kept = self._closed_submitted(task_id, round) or []
+        by_sid = {int(e.args["submission"]): str(e.args["contributor"]) for e in kept}
+        if set(by_sid) == set(range(info.n_submissions)):
+            contributors = [by_sid[sid] for sid in range(info.n_submissions)]
+        else:
+            contributors = self._view("getSubmissions", task_id, round)[0]
         verifiers = {
             sid: assign_verifiers(seed, sid, pool, k, str(contributor))
             for sid, contributor in enumerate(contributors)

@@ -19,6 +19,7 @@ from .records import (
     SubmissionInfo,
     TaskInfo,
     TaskParams,
+    TxResult,
 )
 from .rules import Status
 
@@ -82,6 +83,23 @@ class LedgerViews(ContractBinding):
         """Returns: the task's participants in registration order."""
         return [str(a) for a in self._view("getParticipants", task_id)]
 
+    def _pool(self, task_id: int, n: int) -> list[str]:
+        """The task's first ``n`` participants (a round's verifier pool). The list only grows
+        (the contract appends each registration), so a list read earlier serves while it is
+        that long and the block it was read at is still on the chain (its hash checked)."""
+        known = self._participants.get(task_id)
+        if known is not None and len(known[2]) >= n:
+            block, block_hash, accounts = known
+            try:
+                if self.chain.block_hash(block) == block_hash:
+                    return accounts[:n]
+            except Exception:  # the block is gone (reverted chain)
+                pass
+        accounts = self.participants(task_id)
+        block = self.chain.block_number()  # the list was read at this block or before
+        self._participants[task_id] = (block, self.chain.block_hash(block), accounts)
+        return accounts[:n]
+
     def participant(self, task_id: int, address: str) -> ParticipantInfo:
         """Returns: a participant's record (registered False when unknown)."""
         p = self._view("getParticipant", task_id, to_checksum_address(address))
@@ -129,7 +147,11 @@ class LedgerViews(ContractBinding):
 
     def _submitted(self, task_id: int, round: int) -> list[Event]:
         """The round's ``Submitted`` events (one ``eth_getLogs`` by task and round topics, from
-        the block the round was opened in when this binding opened it)."""
+        the block the round was opened in when this binding opened it; none when this binding
+        closed the round with all of them in its own transactions, see ``_keep_closed``)."""
+        kept = self._closed_submitted(task_id, round)
+        if kept is not None:
+            return kept
         topic = next(t for t, n in self._events.items() if n == "Submitted")
         logs = self.chain.w3.eth.get_logs({
             "address": self.address, "fromBlock": self._round_start(task_id, round),
@@ -138,6 +160,31 @@ class LedgerViews(ContractBinding):
                        "0x" + round.to_bytes(32, "big").hex()],
         })
         return self._decode_logs(logs)
+
+    def _keep_closed(self, task_id: int, round: int, tx: TxResult) -> None:
+        """Keep the round's ``Submitted`` events from the transactions ``tx`` (merged) that
+        closed it, when they are all of the round's: the close event counts as many
+        submissions. A closed round takes no more, so its reads need no ``eth_getLogs``."""
+        closed, submitted = tx.named("SubmissionsClosed"), tx.named("Submitted")
+        if closed and int(closed[0].args["submissions"]) == len(submitted):
+            block = closed[0].block_number
+            self._closed_rounds[(task_id, round)] = (block, self.chain.block_hash(block),
+                                                     tuple(submitted))
+
+    def _closed_submitted(self, task_id: int, round: int) -> list[Event] | None:
+        """The kept ``Submitted`` events of a closed round while the block that closed it is
+        still on the chain (its hash checked: a reverted chain drops them), else None."""
+        known = self._closed_rounds.get((task_id, round))
+        if known is None:
+            return None
+        block, block_hash, events = known
+        try:
+            if self.chain.block_hash(block) == block_hash:
+                return list(events)
+        except Exception:  # the block is gone (reverted chain)
+            pass
+        del self._closed_rounds[(task_id, round)]
+        return None
 
     def _round_start(self, task_id: int, round: int) -> int:
         """The block the round was opened in, as ``open_round`` saw it (0 when this binding
