@@ -117,3 +117,19 @@ def stale_train(msg: Message, context: Context) -> Message:
     rnd = int(msg.content["config"]["server-round"])
     return Message(RecordDict({"arrays": _nudged(kept, seed=rnd), "metrics": metrics}),
                    reply_to=msg)
+
+
+def stale_copy_train(msg: Message, context: Context) -> Message:
+    """Node 0 trains in round 1, then returns that (accepted) model's arrays unchanged in every
+    later round, claiming another example count each time: a new blob (the count is in its
+    metadata), so a new content hash the contract does not know."""
+    if int(context.node_config["partition-id"]) != 0:
+        return train(msg, context)
+    kept = context.state.array_records.get("stale-kept")
+    if kept is None:
+        reply = train(msg, context)
+        context.state["stale-kept"] = reply.content["arrays"]
+        return reply
+    rnd = int(msg.content["config"]["server-round"])
+    metrics = MetricRecord({"train_loss": 0.0, "num-examples": 200 + rnd})
+    return Message(RecordDict({"arrays": kept, "metrics": metrics}), reply_to=msg)

@@ -53,3 +53,27 @@ def test_screened_check_decides_as_the_exact_distance_does() -> None:
     # another shape is another model, never a copy; a NaN model is left to the next check
     assert check({"a": ref["a"]}, {}) == ""
     assert check({k: np.full_like(v, np.nan) for k, v in ref.items()}, {}) == ""
+
+
+def test_the_arrays_digest_names_the_arrays_not_the_blob() -> None:
+    """Two blobs of the same arrays (other metadata) share one digest; any change of a value,
+    a dtype, a shape or a name gives another; the digest check refuses only the former."""
+    import numpy as np
+
+    from coopflower.blob import pack_arrays, unpack_arrays
+    from coopflower.client.copies import arrays_digest, digest_check
+
+    arrays = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.float32)}
+    a = unpack_arrays(pack_arrays(arrays, {"round": "1"}))[0]
+    b = unpack_arrays(pack_arrays(arrays, {"round": "3", "num-examples": "7"}))[0]
+    assert arrays_digest(a) == arrays_digest(b)
+    changed = [
+        {**arrays, "b": arrays["b"] + np.float32(1e-7)},
+        {**arrays, "b": arrays["b"].astype(np.float64)},
+        {**arrays, "w": arrays["w"].reshape(3, 2)},
+        {"w": arrays["w"], "c": arrays["b"]},
+    ]
+    assert len({arrays_digest(c) for c in changed} | {arrays_digest(a)}) == 5
+    check = digest_check([arrays_digest(a)])
+    assert "already accepted" in check(b, {})
+    assert all(check(c, {}) == "" for c in changed)

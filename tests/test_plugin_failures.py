@@ -215,16 +215,19 @@ def test_a_contributor_that_withholds_its_seed_share_is_out_and_pays(tmp_path: P
     assert ledger.round(task, report.chain_round).revealed == 4
 
 
-@pytest.mark.parametrize(("train", "rounds", "refused_in"), [
+@pytest.mark.parametrize(("train", "rounds", "refused_in", "distance"), [
     # the model it was sent, plus a millionth of noise
-    (app_code.noisy_rider_train, 2, (1, 2)),
+    (app_code.noisy_rider_train, 2, (1, 2), 1e-3),
     # its own round-1 model, accepted then, resubmitted nudged in rounds 2 and 3 (round 3's
     # reference is two rounds old: before, only the previous round's were compared)
-    (app_code.stale_train, 3, (2, 3)),
+    (app_code.stale_train, 3, (2, 3), 1e-3),
+    # the same, unchanged but in a new blob, in a task without a distance: refused by the
+    # accepted models' digests, no reference fetched (before: accepted in round 3)
+    (app_code.stale_copy_train, 3, (2, 3), 0.0),
 ])
 def test_near_copies_are_refused_within_the_tasks_distance(
         tmp_path: Path, train: Callable[..., Any], rounds: int,
-        refused_in: tuple[int, ...]) -> None:
+        refused_in: tuple[int, ...], distance: float) -> None:
     """Issue 11, attacks 1 and 2 beyond exact copies: a contributor nudges the global model it
     was sent, or a model already accepted, just enough to change its content hash. Before:
     only exact equality was refused, so both were accepted and paid. Now the task sets a
@@ -233,7 +236,7 @@ def test_near_copies_are_refused_within_the_tasks_distance(
     from coopflower.client.keys import load_or_create_key
 
     out = _run(tmp_path, _client(train), 4, lambda: CoordinatedStrategy(
-        FedAvg(fraction_train=1.0), task=_task(min_distance=1e-3),
+        FedAvg(fraction_train=1.0), task=_task(min_distance=distance),
         store=str(tmp_path / "store")), rounds=rounds)
     cheat = load_or_create_key(tmp_path / "home" / "keys" / "node-0.json").address.lower()
     for rnd, report in enumerate(out["strategy"].reports, start=1):

@@ -42,7 +42,7 @@ from flwr.clientapp.typing import ClientAppCallable
 
 from coopflower.client import protocol as P
 from coopflower.client import stages as S
-from coopflower.client.copies import Flat, Reference, copy_check, flatten
+from coopflower.client.copies import Flat, Reference, copy_check, digest_check, flatten
 from coopflower.client.keys import NodeKey, load_or_create_key
 
 __all__ = ["coop_mod", "CoopModError", "AppReplyError", "COOP_METRICS"]
@@ -253,6 +253,9 @@ def verify_stage(msg: Message, context: Context, call_next: ClientAppCallable,
     refs = _references(store, coop)
     if refs:
         check = copy_check(refs, P.get_float(coop, "min-distance", 0.0), check)
+    accepted = P.get_list(coop, "accepted-digests", bytes) if "accepted-digests" in coop else []
+    if accepted:
+        check = digest_check(accepted, check)
     for sid, cid, chash in zip(ids, cids, hashes, strict=True):
         # compute is the model's evaluation only (the app's evaluate, or the cipherspace
         # judge): fetching and checking the blob is the round's coordination
@@ -326,8 +329,10 @@ def _to_outbox(context: Context, coop: Mapping[str, Any], verifier: str, ids: li
 
 def _references(store: str | None, coop: Mapping[str, Any]) -> list[Reference]:
     """The models a submission must differ from, by the CIDs the message names: the global
-    model the contributors were sent (``global-cid``) and the task's earlier accepted
-    models (``accepted-cids``), each fetched and checked against its CID."""
+    model the contributors were sent (``global-cid``) and, in a task with a copy distance, the
+    task's earlier accepted models (``accepted-cids``), each fetched and checked against its
+    CID. Exact copies of accepted models are refused by their digests (``accepted-digests``),
+    which need no fetch."""
     named: list[tuple[bytes, str, str]] = []
     cid = coop.get("global-cid")
     if isinstance(cid, bytes) and cid:

@@ -16,6 +16,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord
 from flwr.supercore import log
 
+from coopflower.client.copies import arrays_digest
 from coopflower.ledger.eip712 import content_hash
 from coopflower.strategy import wrapped
 from coopflower.strategy.aggregate import AcceptedModel
@@ -37,6 +38,7 @@ def aggregate(s: CoordinatedStrategy, st: RoundState,
         # aggregate (and fuse) to the same result, whatever the timing
         subs = sorted((st.by_id[sid] for sid in accepted_ids), key=lambda sub: bytes(sub.cid))
         models = fetch(s, rnd, subs)
+        report.accepted_digests = [arrays_digest(m.arrays) for m in models]
         if s.aggregate_fn is None:
             agg = _inner_aggregate(s, st, models)
         else:

@@ -48,6 +48,7 @@ class RoundReport:
     compute_seconds: float = 0.0
     handler_seconds: float = 0.0
     overlapped_phases: tuple[str, ...] = ()
+    accepted_digests: list[bytes] = field(default_factory=list)  # arrays_digest of each model
     bytes: int = 0
     tx: int = 0
     gas: int = 0

@@ -230,6 +230,7 @@ def verify_messages(s: CoordinatedStrategy, st: RoundState, per_node: dict[int, 
         else:  # verifiers refuse the model a contributor was sent, and every model the
             # task accepted so far, unchanged or within the task's distance
             vcfg.update({"global-cid": global_cid, "accepted-cids": _accepted_before(s),
+                         "accepted-digests": _accepted_digests(s),
                          "min-distance": float(s.task.min_distance)})
         shapes_of = ArrayRecord() if s.fusing else st.arrays
         out.append(wrapped.verify_message(nid, vcfg, shapes_of, evaluate_config))
@@ -238,15 +239,25 @@ def verify_messages(s: CoordinatedStrategy, st: RoundState, per_node: dict[int, 
 
 def _accepted_before(s: CoordinatedStrategy) -> list[bytes]:
     """The CIDs of the models the task accepted in this run's earlier rounds (their reports,
-    settled by now), each once. The contract refuses a blob already submitted in the task;
-    these let verifiers refuse the same arrays in another blob, and near copies
-    (``min_distance``). A resumed run names the rounds it ran itself."""
+    settled by now), each once, for a task with a copy distance (``min_distance`` > 0): each
+    verifier fetches them to refuse near copies, a cost that grows with the task. Without a
+    distance none: exact copies are refused by digest (:func:`_accepted_digests`), and the
+    contract refuses a blob already submitted. A resumed run names the rounds it ran itself."""
+    if not s.task.min_distance:
+        return []
     seen: dict[bytes, None] = {}
     for report in s.reports:
         for v in report.submissions.values():
             if v[2] == "ACCEPTED":
                 seen.setdefault(bytes(v[1]), None)
     return list(seen)
+
+
+def _accepted_digests(s: CoordinatedStrategy) -> list[bytes]:
+    """The arrays digests (``coopflower.client.copies.arrays_digest``) of every model this run
+    accepted in its earlier rounds: 32 bytes a model, so every verifier refuses the same arrays
+    repacked in a new blob without fetching any of them."""
+    return list(dict.fromkeys(d for report in s.reports for d in report.accepted_digests))
 
 
 def _store_global(s: CoordinatedStrategy, st: RoundState) -> bytes:
