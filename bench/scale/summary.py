@@ -42,8 +42,8 @@ def fit_line(points: Sequence[tuple[float, float]]) -> tuple[float, float] | Non
 
 
 def _ratio(runs: Mapping[int, Mapping[str, Any]], key: str, hi: int, lo: int) -> float | None:
-    if hi not in runs or lo not in runs or not runs[lo].get(key):
-        return None
+    if hi not in runs or lo not in runs or not runs[lo].get(key) or key not in runs[hi]:
+        return None  # a size that failed has no figure: the ratio is unknown, not met
     return round(float(runs[hi][key]) / float(runs[lo][key]), 3)
 
 
