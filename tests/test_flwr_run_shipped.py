@@ -26,10 +26,32 @@ def _flwr_run(tmp: Path, *args: str, timeout: float = 600) -> tuple[str, float]:
            "COOPFLOWER_HOME": str(tmp / "home"),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     t0 = time.monotonic()
-    proc = subprocess.run([str(Path(sys.executable).parent / "flwr"), "run", ".", "--stream",
-                           *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    try:
+        proc = subprocess.run([str(Path(sys.executable).parent / "flwr"), "run", ".",
+                               "--stream", *args], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    finally:
+        _stop_local_superlink(tmp / "flwr")
     return proc.stdout + proc.stderr, time.monotonic() - t0
+
+
+def _stop_local_superlink(flwr_home: Path) -> None:
+    """Stop the local SuperLink ``flwr run .`` started for ``flwr_home`` (Flower leaves it
+    running on its default ports, where the next run, of this test or another, would find it:
+    a SuperLink left by an earlier run made the default-federation test hang)."""
+    import signal
+
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"flower-superlink" in c for c in cmd) and any(
+                str(flwr_home).encode() in c for c in cmd):
+            try:
+                os.kill(int(pid), signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
 
 def test_plain_flwr_run_on_the_default_federation_stops_with_a_clear_message(
