@@ -4,6 +4,8 @@ coopflower except where a test says so (``mods=[coop_mod]``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
@@ -103,9 +105,10 @@ def noisy_rider_train(msg: Message, context: Context) -> Message:
     return train(msg, context)
 
 
-def stale_train(msg: Message, context: Context) -> Message:
-    """Node 0 trains in round 1, then resubmits that (accepted) model, nudged anew, in every
-    later round; the others train."""
+def _stale(msg: Message, context: Context, resubmit: Callable[[ArrayRecord, int], Message],
+           ) -> Message:
+    """Node 0 trains in round 1 and keeps that model; in every later round it replies
+    ``resubmit(kept, server_round)``. The others train."""
     if int(context.node_config["partition-id"]) != 0:
         return train(msg, context)
     kept = context.state.array_records.get("stale-kept")
@@ -113,23 +116,21 @@ def stale_train(msg: Message, context: Context) -> Message:
         reply = train(msg, context)
         context.state["stale-kept"] = reply.content["arrays"]
         return reply
+    return resubmit(kept, int(msg.content["config"]["server-round"]))
+
+
+def stale_train(msg: Message, context: Context) -> Message:
+    """Node 0 trains in round 1, then resubmits that (accepted) model, nudged anew, in every
+    later round; the others train."""
     metrics = MetricRecord({"train_loss": 0.0, "num-examples": 200})
-    rnd = int(msg.content["config"]["server-round"])
-    return Message(RecordDict({"arrays": _nudged(kept, seed=rnd), "metrics": metrics}),
-                   reply_to=msg)
+    return _stale(msg, context, lambda kept, rnd: Message(
+        RecordDict({"arrays": _nudged(kept, seed=rnd), "metrics": metrics}), reply_to=msg))
 
 
 def stale_copy_train(msg: Message, context: Context) -> Message:
     """Node 0 trains in round 1, then returns that (accepted) model's arrays unchanged in every
     later round, claiming another example count each time: a new blob (the count is in its
     metadata), so a new content hash the contract does not know."""
-    if int(context.node_config["partition-id"]) != 0:
-        return train(msg, context)
-    kept = context.state.array_records.get("stale-kept")
-    if kept is None:
-        reply = train(msg, context)
-        context.state["stale-kept"] = reply.content["arrays"]
-        return reply
-    rnd = int(msg.content["config"]["server-round"])
-    metrics = MetricRecord({"train_loss": 0.0, "num-examples": 200 + rnd})
-    return Message(RecordDict({"arrays": kept, "metrics": metrics}), reply_to=msg)
+    return _stale(msg, context, lambda kept, rnd: Message(RecordDict({
+        "arrays": kept,
+        "metrics": MetricRecord({"train_loss": 0.0, "num-examples": 200 + rnd})}), reply_to=msg))
