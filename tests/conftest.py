@@ -13,6 +13,8 @@ if TYPE_CHECKING:
     from coopflower.ledger import Chain
     from coopflower.ledger.nodes import ChainNode
 
+from tests.fixtures_ipfs import shared_ipfs_daemon  # noqa: F401 - one daemon a session
+
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = REPO / "tools"
 

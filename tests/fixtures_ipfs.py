@@ -8,7 +8,10 @@ Use in a test module::
         ...
 
 The fixture installs js-ipfs into ``tools/ipfs`` (``npm install``, pinned by its lock file)
-when it is missing, starts one daemon per test module, and stops it afterwards.
+when it is missing. One daemon serves the whole session (``shared_ipfs_daemon``, registered by
+``tests/conftest.py``; it starts in 3-11 s, 24 s at load 9, and each module started its own):
+content addressing keeps tests apart, a test that kills or restarts a daemon
+(``tests.fixtures_faults.RestartableIpfs``) runs its own.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from coopflower.storage.daemon import DEFAULT_TOOLS_DIR, find_jsipfs
 from coopflower.storage.daemon import ipfs_daemon as _run_daemon
 from coopflower.storage.errors import DaemonError
 
-__all__ = ["ipfs_daemon", "ensure_jsipfs"]
+__all__ = ["ipfs_daemon", "shared_ipfs_daemon", "ensure_jsipfs"]
 
 
 def ensure_jsipfs() -> None:
@@ -47,10 +50,16 @@ def ensure_jsipfs() -> None:
     find_jsipfs(DEFAULT_TOOLS_DIR)
 
 
-@pytest.fixture(scope="module")
-def ipfs_daemon() -> Iterator[str]:
-    """A js-ipfs daemon for this test module; yields its Kubo RPC API URL."""
+@pytest.fixture(scope="session")
+def shared_ipfs_daemon() -> Iterator[str]:
+    """The session's js-ipfs daemon; yields its Kubo RPC API URL."""
     ensure_jsipfs()
     # 3-11 s measured; a loaded CI machine gets more room than the 30 s default
-    with _run_daemon(startup_timeout=90.0) as url:
+    with _run_daemon(startup_timeout=90.0, verbose=False) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def ipfs_daemon(shared_ipfs_daemon: str) -> str:
+    """A js-ipfs daemon for this test module (the session's); its Kubo RPC API URL."""
+    return shared_ipfs_daemon

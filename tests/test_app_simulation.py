@@ -89,15 +89,15 @@ def test_fedavg_baseline_logs_rounds_to_the_contract(sim_env: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.node
-def test_both_strategies_on_anvil_and_ipfs(sim_env: Path) -> None:
+def test_both_strategies_on_anvil_and_ipfs(sim_env: Path, shared_ipfs_daemon: str) -> None:
     """The same app configured for a real chain node and a real IPFS daemon."""
     from flwr.serverapp import ServerApp
 
     from coopflower.app.server_app import run_server
     from coopflower.ledger.nodes import anvil
-    from coopflower.storage.daemon import ipfs_daemon
 
-    with anvil() as node, ipfs_daemon(verbose=False) as ipfs_url:
+    ipfs_url = shared_ipfs_daemon  # the session's js-ipfs daemon
+    with anvil() as node:
         common = dict(chain=node.url, chain_key=node.private_keys[0], store=ipfs_url,
                       central_eval=False)
         out: dict[str, Any] = {}

@@ -31,7 +31,6 @@ from coopflower.audit import run_audit
 from coopflower.ledger import CoopLedger, connect
 from coopflower.ledger.nodes import anvil, free_port
 from coopflower.storage import open_store
-from coopflower.storage.daemon import ipfs_daemon
 from tests.test_thirdparty_apps import _copy
 
 pytestmark = [pytest.mark.slow, pytest.mark.node]
@@ -126,7 +125,7 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
 
 
 def test_the_coordinated_breastcancer_app_runs_on_superlink_supernodes_anvil_ipfs(
-    tmp_path: Path, procs: Procs,
+    tmp_path: Path, procs: Procs, shared_ipfs_daemon: str,
 ) -> None:
     for tool in ("flower-superlink", "flower-supernode", "flwr"):
         if shutil.which(tool, path=str(VENV_BIN)) is None:
@@ -135,8 +134,9 @@ def test_the_coordinated_breastcancer_app_runs_on_superlink_supernodes_anvil_ipf
     report = tmp_path / "report.json"
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    with anvil() as chain_node, ipfs_daemon(startup_timeout=90.0, verbose=False) as ipfs_url:
-        timings["anvil_and_ipfs_start_s"] = time.perf_counter() - t0
+    ipfs_url = shared_ipfs_daemon  # the session's js-ipfs daemon
+    with anvil() as chain_node:
+        timings["anvil_start_s"] = time.perf_counter() - t0
         initiator_key = chain_node.private_keys[0]
         # the operator's side: the SuperLink (and the ServerApp it spawns) sees these
         link_env = {**procs.env, "COOPFLOWER_CHAIN": chain_node.url,
