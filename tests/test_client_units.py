@@ -99,3 +99,21 @@ def test_node_settings_from_node_config(tmp_path: Path) -> None:
     assert s.labels == frozenset({0, 6, 7, 8, 9})
     with pytest.raises(NodeConfigError, match="bad node config"):
         NodeSettings.from_node_config({"partition-id": "x"})
+
+
+def test_node_key_is_read_again_when_its_file_is_replaced(tmp_path: Path) -> None:
+    """The mod keeps the key it loaded per key file, but a replaced or rewritten key file is
+    read again (a kept key never outlives its file's content)."""
+    from flwr.app import Context, RecordDict
+
+    from coopflower.client.keys import load_or_create_key
+    from coopflower.client.mod import node_key
+
+    path = tmp_path / "node.json"
+    ctx = Context(run_id=1, node_id=1, node_config={"key-file": str(path)}, state=RecordDict(),
+                  run_config={})
+    first = node_key(ctx)
+    assert node_key(ctx) == first == load_or_create_key(path)
+    path.unlink()
+    second = load_or_create_key(path)  # another key in the same place
+    assert second != first and node_key(ctx) == second

@@ -125,3 +125,36 @@ def test_chain_tail_hands_its_error_to_the_joining_round() -> None:
     bad.wait()  # waiting never raises
     with pytest.raises(StrategyError, match="round 2's chain steps failed: settle reverted"):
         bad.join()
+
+
+def test_prefetched_accepted_models_are_the_fetched_ones_and_metered_alike(
+        tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The initiator's background fetch during verification gives aggregate the same models,
+    the same bytes counted and the same refusal (a blob whose content hash is not the signed
+    one) as fetching after the votes; submissions never taken are not counted."""
+    from types import SimpleNamespace
+
+    from coopflower.blob import pack_arrays
+    from coopflower.ledger.eip712 import SignedSubmission, content_hash
+    from coopflower.storage.embedded import EmbeddedStore
+    from coopflower.strategy.accepted import Prefetch, fetch
+
+    store = EmbeddedStore(tmp_path / "store")
+    subs = []
+    for i in range(3):
+        blob = pack_arrays({"w": np.full((4, 4), float(i), np.float32)}, {"num-examples": "5"})
+        chash = content_hash(blob) if i != 1 else bytes(32)  # submission 1 lies about its hash
+        subs.append(SignedSubmission(1, 1, f"0x{i:040x}", store.put(blob).to_bytes(), chash,
+                                     b""))
+
+    def initiator() -> SimpleNamespace:
+        return SimpleNamespace(open_store=lambda: store, meter=ByteMeter(), encryption=None)
+
+    plain, ahead = initiator(), initiator()
+    taken = subs[:2]  # submission 2 was prefetched but not accepted
+    want = fetch(plain, 1, taken)
+    got = fetch(ahead, 1, taken, Prefetch(ahead, subs))
+    assert [m.cid for m in got] == [m.cid for m in want] == [subs[0].cid]
+    assert all(np.array_equal(g.arrays["w"], w.arrays["w"]) for g, w in zip(got, want, strict=True))
+    assert got[0].num_examples == 5
+    assert ahead.meter.storage == plain.meter.storage and plain.meter.storage[1] > 0

@@ -94,9 +94,26 @@ def key_path(context: Context) -> Path:
     return Path(str(cfg.get("key-file") or home / "keys" / f"node-{ident}.json")).expanduser()
 
 
+# the keys this process loaded, by key file and the file's (inode, size, mtime): a node's
+# handlers run many messages a round in one process, each reading and checking the key file
+# and deriving its address (1-2 ms) otherwise; a key file replaced or rewritten is read again
+_KEYS: dict[Path, tuple[tuple[int, int, int], NodeKey]] = {}
+
+
 def node_key(context: Context) -> NodeKey:
     """The node's signing key from its ``key-file`` node config (created on first start)."""
-    return load_or_create_key(key_path(context))
+    path = key_path(context)
+    try:
+        st = path.stat()
+    except OSError:  # not created yet (or unreadable): load_or_create_key decides
+        return load_or_create_key(path)
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    kept = _KEYS.get(path)
+    if kept is not None and kept[0] == stamp:
+        return kept[1]
+    key = load_or_create_key(path)
+    _KEYS[path] = (stamp, key)
+    return key
 
 
 def _coop(msg: Message) -> ConfigRecord:

@@ -8,6 +8,7 @@ step.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from logging import WARNING
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from coopflower.strategy.coordinated import CoordinatedStrategy
     from coopflower.strategy.stages import RoundState
 
-__all__ = ["aggregate", "fetch"]
+__all__ = ["Prefetch", "aggregate", "fetch"]
 
 
 def aggregate(s: CoordinatedStrategy, st: RoundState,
@@ -37,7 +38,7 @@ def aggregate(s: CoordinatedStrategy, st: RoundState,
         # by CID, not by the order replies happened to arrive in: the same accepted models
         # aggregate (and fuse) to the same result, whatever the timing
         subs = sorted((st.by_id[sid] for sid in accepted_ids), key=lambda sub: bytes(sub.cid))
-        models = fetch(s, rnd, subs)
+        models = fetch(s, rnd, subs, st.prefetched)
         report.accepted_digests = [arrays_digest(m.arrays) for m in models]
         if s.aggregate_fn is None:
             agg = _inner_aggregate(s, st, models)
@@ -88,9 +89,13 @@ def _decrypt(s: CoordinatedStrategy, blob: bytes) -> tuple[dict[str, Any], dict[
     return arrays, {"model": enc.arch, **enc.metadata}
 
 
-def fetch(s: CoordinatedStrategy, rnd: int, accepted: Sequence[Any]) -> list[AcceptedModel]:
-    """Fetch accepted blobs by CID (the store checks the bytes) and unpack them; an unusable
-    one is logged and left out."""
+# one fetched submission: its model (``None`` when unusable), the bytes fetched, and why not
+Fetched = tuple["AcceptedModel | None", int, str]
+
+
+def _fetch_one(s: CoordinatedStrategy, store: Any, sub: Any) -> Fetched:
+    """Fetch one blob by CID (the store checks the bytes), check its content hash, unpack (and
+    decrypt) it."""
     from coopflower.blob import BlobError, unpack_arrays
     from coopflower.storage.errors import StorageError
 
@@ -99,21 +104,58 @@ def fetch(s: CoordinatedStrategy, rnd: int, accepted: Sequence[Any]) -> list[Acc
         from coopflower.crypto.errors import IVHEError
 
         unusable += (IVHEError,)
+    nbytes = 0
+    try:
+        blob = store.get(sub.cid)
+        nbytes = len(blob)
+        if content_hash(blob) != sub.content_hash:
+            raise ValueError("content hash mismatch")
+        arrays, meta = unpack_arrays(blob)
+        if s.encryption and meta.get("format", "").startswith("coopflower-ivhe"):
+            arrays, meta = _decrypt(s, blob)
+        classes = tuple(int(c) for c in meta.get("classes", "").split(",") if c)
+        return (AcceptedModel(sub.cid, sub.contributor, meta.get("model", ""),
+                              int(meta.get("num-examples", "1")), arrays, classes), nbytes, "")
+    except unusable as exc:
+        return None, nbytes, str(exc) or type(exc).__name__
+
+
+class Prefetch:
+    """The round's submitted plaintext blobs fetched, checked and unpacked in a background
+    thread while the verifiers evaluate them (the initiator waits for the votes anyway), so
+    :func:`aggregate` finds the accepted ones ready instead of fetching them after the votes.
+    What :func:`fetch` counts and logs is unchanged: only the accepted ones, when taken."""
+
+    def __init__(self, s: CoordinatedStrategy, subs: Sequence[Any]) -> None:
+        self._got: dict[bytes, Fetched] = {}
+        store = s.open_store()
+
+        def run() -> None:
+            for sub in subs:
+                self._got[bytes(sub.cid)] = _fetch_one(s, store, sub)
+
+        self._thread = threading.Thread(target=run, name="coop-prefetch", daemon=True)
+        self._thread.start()
+
+    def take(self, cid: bytes) -> Fetched | None:
+        """The fetched submission with blob ``cid`` (``None`` if it was not prefetched)."""
+        self._thread.join()
+        return self._got.get(bytes(cid))
+
+
+def fetch(s: CoordinatedStrategy, rnd: int, accepted: Sequence[Any],
+          prefetched: Prefetch | None = None) -> list[AcceptedModel]:
+    """Fetch accepted blobs by CID (the store checks the bytes) and unpack them, or take them
+    from ``prefetched``; an unusable one is logged and left out."""
     store = s.open_store()
     out = []
     for sub in accepted:
-        try:
-            blob = store.get(sub.cid)
-            s.meter.add_storage(rnd, len(blob))
-            if content_hash(blob) != sub.content_hash:
-                raise ValueError("content hash mismatch")
-            arrays, meta = unpack_arrays(blob)
-            if s.encryption and meta.get("format", "").startswith("coopflower-ivhe"):
-                arrays, meta = _decrypt(s, blob)
-            classes = tuple(int(c) for c in meta.get("classes", "").split(",") if c)
-            out.append(AcceptedModel(sub.cid, sub.contributor, meta.get("model", ""),
-                                     int(meta.get("num-examples", "1")), arrays, classes))
-        except unusable as exc:
+        got = prefetched.take(sub.cid) if prefetched is not None else None
+        model, nbytes, why = got if got is not None else _fetch_one(s, store, sub)
+        s.meter.add_storage(rnd, nbytes)
+        if model is None:
             log(WARNING, "accepted model %s unusable by the initiator: %s",
-                sub.cid.hex()[:16], exc)
+                sub.cid.hex()[:16], why)
+            continue
+        out.append(model)
     return out

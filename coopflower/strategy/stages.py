@@ -59,6 +59,7 @@ class RoundState:
     accuracies: list[float] = field(default_factory=list)
     compute: float = 0.0
     handler: float = 0.0
+    prefetched: Any = None  # coopflower.strategy.accepted.Prefetch of the submitted blobs
 
     @property
     def expected_votes(self) -> int:
@@ -279,6 +280,10 @@ def verify(s: CoordinatedStrategy, st: RoundState, grid: Grid,
     with s.phases.phase(st.rnd, "verify") as rec:
         per_node = _per_node(s, st)
         msgs = verify_messages(s, st, per_node, evaluate_config)
+        if msgs and not s.encryption:  # the initiator's own fetch, while the verifiers work
+            from coopflower.strategy.accepted import Prefetch
+
+            st.prefetched = Prefetch(s, sorted(st.by_id.values(), key=lambda b: bytes(b.cid)))
         replies = exchange(s, st, "verify", grid, msgs, s.verify_timeout or timeout)
         for msg in replies:
             nid = msg.metadata.src_node_id
