@@ -63,6 +63,7 @@ contract CoopLedger {
     uint8 internal constant ROUND_OPEN = 1;
     uint8 internal constant ROUND_VOTING = 2;
     uint8 internal constant ROUND_SETTLED = 3;
+    uint8 internal constant ROUND_SETTLING = 4; // settled in part: more `settle` batches to come
 
     uint8 internal constant SUB_PENDING = 0;
     uint8 internal constant SUB_ACCEPTED = 1;
@@ -136,6 +137,9 @@ contract CoopLedger {
         bytes32 commitAcc; // keccak chain of the recorded submissions' seed commitments
         bytes32 mix; // XOR of the revealed seed shares
         bytes32 randHash; // blockhash(randBlock), kept by the first reveal
+        uint32 settled; // while SETTLING: submissions settled so far (ids 0 .. settled - 1)
+        bool settleVoid; // while SETTLING: the round's randomness was lost, it settles void
+        uint128 settledPaid; // while SETTLING: paid by the batches so far
     }
 
     struct SeedShare {
@@ -290,6 +294,7 @@ contract CoopLedger {
         uint8 reason,
         uint256 amount
     );
+    event RoundSettling(uint256 indexed taskId, uint32 indexed round, uint32 settled, uint32 submissions);
     event RoundSettled(
         uint256 indexed taskId, uint32 indexed round, uint32 accepted, uint256 paid, uint256 returned
     );
@@ -698,38 +703,66 @@ contract CoopLedger {
     /// the fee when they voted with the majority (or voted at all where there was none: a tie
     /// or no quorum); voting against a majority and not voting cost deposit penalties, which go
     /// to the task's escrow. Unused reservation returns to the escrow.
-    function settle(uint256 taskId, uint32 round) external {
+    /// A call settles at most `count` submissions, the next ones in id order, so that a round
+    /// of any size settles in transactions that fit a block (anyone may send them): the first
+    /// call fixes what the round settles on (its seed, or that its randomness was lost) and
+    /// moves it to SETTLING, where it takes no reveal, vote or refresh; the call that settles
+    /// the last submission moves it to SETTLED and returns the unused reservation.
+    function settle(uint256 taskId, uint32 round, uint32 count) external {
         Task storage t = _task(taskId);
         bytes32 rk = _roundKey(taskId, round);
         Round storage rd = rounds[rk];
-        if (rd.state != ROUND_VOTING) revert WrongRoundState(taskId, round, rd.state);
+        if (count == 0) revert EmptyBatch();
         uint256 nSubs = rd.nSubmissions;
-        if (block.number <= rd.voteEnd && !_allVoted(rk, rd, nSubs, t.params.k)) {
-            revert SettlementTooEarly(rd.voteEnd, block.number);
-        }
-        rd.state = ROUND_SETTLED;
-        uint256 paid;
-        uint256 accepted;
-        if (nSubs > 0) {
+        uint256 from;
+        uint256 paidBefore; // by this round's earlier batches
+        if (rd.state == ROUND_VOTING) {
+            if (block.number <= rd.voteEnd && !_allVoted(rk, rd, nSubs, t.params.k)) {
+                revert SettlementTooEarly(rd.voteEnd, block.number);
+            }
             if (
-                rd.seed == bytes32(0) && rd.refreshes >= MAX_REFRESHES
+                nSubs > 0 && rd.seed == bytes32(0) && rd.refreshes >= MAX_REFRESHES
                     && block.number > uint256(rd.randBlock) + HASH_HORIZON
             ) {
                 // no seed, ever: nobody was assigned, nobody voted; nothing is decided
+                rd.settleVoid = true;
                 emit RandomnessLost(taskId, round, rd.randBlock);
-                _settleVoid(taskId, round, rk, nSubs);
-            } else {
-                // with reveals and none revealed, no submission is verified: no seed needed
-                bytes32 seed = rd.revealEnd != rd.randBlock && rd.revealed == 0 ? bytes32(0) : _seed(taskId, round, rd);
-                (paid, accepted) = _settleAll(taskId, round, rk, t, seed, rd.nParticipants, nSubs);
             }
+        } else if (rd.state == ROUND_SETTLING) {
+            from = rd.settled;
+            paidBefore = rd.settledPaid;
+        } else {
+            revert WrongRoundState(taskId, round, rd.state);
+        }
+        uint256 to = nSubs - from > count ? from + count : nSubs;
+        uint256 accepted = rd.accepted;
+        uint256 paid;
+        if (rd.settleVoid) {
+            _settleVoid(taskId, round, rk, from, to);
+        } else if (to > from) {
+            // with reveals and none revealed, no submission is verified: no seed needed
+            bytes32 seed = rd.revealEnd != rd.randBlock && rd.revealed == 0 ? bytes32(0) : _seed(taskId, round, rd);
+            uint256 a;
+            (paid, a) = _settleAll(taskId, round, rk, t, seed, rd.nParticipants, from, to);
+            accepted += a;
         }
         rd.accepted = uint32(accepted);
-        uint256 returned = rd.reserved - paid;
+        // what is paid leaves the reservation at once: the funds stay conserved between batches
+        uint256 left = rd.reserved - paid;
+        paid += paidBefore;
+        if (to < nSubs) {
+            rd.state = ROUND_SETTLING;
+            rd.settled = uint32(to);
+            rd.settledPaid = uint128(paid);
+            rd.reserved = uint128(left);
+            emit RoundSettling(taskId, round, uint32(to), uint32(nSubs));
+            return;
+        }
+        rd.state = ROUND_SETTLED;
         rd.reserved = 0;
-        t.escrow += uint128(returned);
+        t.escrow += uint128(left);
         t.lastActive = uint64(block.number);
-        emit RoundSettled(taskId, round, uint32(accepted), paid, returned);
+        emit RoundSettled(taskId, round, uint32(accepted), paid, left);
     }
 
     /// @notice Record the round's MetaModel (initiator or an authority), once, after settlement.
@@ -1051,12 +1084,13 @@ contract CoopLedger {
         Task storage t,
         bytes32 seed,
         uint256 pool,
-        uint256 nSubs
+        uint256 from,
+        uint256 to
     ) internal returns (uint256 paid, uint256 accepted) {
         TaskParams memory p = t.params;
         address[] storage list = participantList[taskId];
         uint256[] memory idx = new uint256[](p.k);
-        for (uint256 s = 0; s < nSubs; s++) {
+        for (uint256 s = from; s < to; s++) {
             uint256 shift = (s & 3) * 64;
             uint256 word = laneWords[rk][s >> 2];
             uint256 lane = (word >> shift) & LANE;
@@ -1099,9 +1133,9 @@ contract CoopLedger {
         }
     }
 
-    function _settleVoid(uint256 taskId, uint32 round, bytes32 rk, uint256 nSubs) internal {
+    function _settleVoid(uint256 taskId, uint32 round, bytes32 rk, uint256 from, uint256 to) internal {
         address[] storage list = participantList[taskId];
-        for (uint256 s = 0; s < nSubs; s++) {
+        for (uint256 s = from; s < to; s++) {
             uint256 shift = (s & 3) * 64;
             uint256 word = laneWords[rk][s >> 2];
             uint256 lane = (word >> shift) & LANE;

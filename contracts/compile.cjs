@@ -22,7 +22,7 @@ const sourcePath = path.join(__dirname, NAME + '.sol');
 const source = fs.readFileSync(sourcePath, 'utf8');
 const settings = {
   evmVersion: 'paris',
-  optimizer: { enabled: true, runs: 1000 },
+  optimizer: { enabled: true, runs: 800 },
   viaIR: true,
   outputSelection: { '*': { '*': ['abi', 'evm.bytecode.object', 'evm.deployedBytecode.object'] } },
 };

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from coopflower.ledger import Chain, CoopLedger, Status, TaskParams, sign_registration
 from coopflower.ledger.batches import batch_size, slices
 from tests.fixtures_chain import Scenario, anvil_node, new_scenario  # noqa: F401
@@ -75,3 +77,74 @@ def test_the_default_batch_is_one_transaction_at_this_size(chain: Chain) -> None
     before = chain.tx_count
     led.register_for(t, [sign_registration(k, led.domain, t, params.min_deposit) for k in keys])
     assert chain.tx_count - before == 1
+
+
+def _voted_round(sc: Scenario, n: int) -> int:
+    """A closed, revealed, fully voted round of ``n`` submissions: every third one rejected by
+    all its verifiers, submission 1 with one verifier against the majority."""
+    led, t = sc.ledger, sc.task_id
+    rnd = led.open_round(t).round
+    led.submit_batch(t, rnd, sc.submissions(rnd, range(n)), close=True)
+    sc.chain.wait_for_block(led.round(t, rnd).rand_block + 1)
+    led.reveal_seeds(t, rnd, sc.shares_of(rnd))
+    plan = led.assignments(t, rnd)
+    digests = {s.submission: s.model_digest for s in led.submissions(t, rnd)}
+    votes = [sc.vote(rnd, sid, digests[sid], v, sid % 3 != 0 and (sid, j) != (1, 0))
+             for sid, vs in plan.verifiers.items() for j, v in enumerate(vs)]
+    led.submit_votes(t, rnd, votes)
+    return rnd
+
+
+def test_a_settlement_in_batches_takes_nothing_else_and_conserves_the_funds(chain: Chain) -> None:
+    """Issue 13: one ``settle`` over 1000 submissions needs more than a block's 30M gas, so
+    the contract settles ``count`` submissions a call. Between calls the round is SETTLING:
+    no vote, refresh, MetaModel or next round; the funds stay conserved; a second relayer
+    (or a restarted run) finishes what the first began, and the outcome is every
+    submission's, once."""
+    from coopflower.ledger import ContractRevertError
+    from tests.fixtures_chain import held_by_contract
+
+    sc = _scenario(chain, 10, 100)
+    led, t = sc.ledger, sc.task_id
+    rnd = _voted_round(sc, 10)
+    accounts = [sc.address(i) for i in range(10)]
+    with pytest.raises(ContractRevertError, match="EmptyBatch"):
+        led._send("settle", [t, rnd, 0])
+    first = led._send("settle", [t, rnd, 4])
+    assert not first.named("RoundSettled")
+    assert [(int(e.args["settled"]), int(e.args["submissions"]))
+            for e in first.named("RoundSettling")] == [(4, 10)]
+    info = led.round(t, rnd)
+    assert (info.state, info.settled) == (4, 4)
+    assert [int(e.args["submission"]) for e in first.named("SubmissionSettled")] == [0, 1, 2, 3]
+    assert chain.w3.eth.get_balance(led.address) == held_by_contract(led, [t], accounts)
+    for fn, args, error in (("submitVotes", [t, rnd, []], "WrongRoundState"),
+                            ("fixRandomness", [t, rnd], "WrongRoundState"),
+                            ("refreshRandomness", [t, rnd], "WrongRoundState"),
+                            ("recordMetaModel", [t, rnd, b"\x01" * 36, os.urandom(32)],
+                             "WrongRoundState"),
+                            ("openRound", [t], "RoundInProgress")):
+        with pytest.raises(ContractRevertError, match=error):
+            led._send(fn, args)
+    relayer = chain.with_account(sc.keys[7])  # anyone finishes it
+    chain.send_value(sc.address(7), 10**17)
+    other = CoopLedger.at(relayer, led.address)
+    other.max_batch = 3
+    before = relayer.tx_count
+    done = other.settle(t, rnd)
+    assert relayer.tx_count - before == 2  # 6 submissions left, 3 a call
+    assert [s.submission for s in done.submissions] == list(range(10))  # the first 4 read back
+    assert [s.status for s in done.submissions] == [
+        Status.REJECTED if sid % 3 == 0 else Status.ACCEPTED for sid in range(10)]
+    assert done.accepted == 6 == led.round(t, rnd).accepted
+    paid_events = [e for e in led.events("Paid", task_id=t) if int(e.args["round"]) == rnd]
+    assert done.total_paid == sum(int(e.args["amount"]) for e in paid_events)
+    p = sc.params
+    assert done.total_paid == 6 * p.reward + (10 * p.k - 1) * p.verifier_fee
+    assert sum(done.penalized.values()) == p.penalty_wrong_vote  # submission 1's dissenter
+    assert done.returned_to_escrow == p.escrow_per_round() - done.total_paid
+    assert led.round(t, rnd).state == 3 and led.round(t, rnd).reserved == 0
+    assert chain.w3.eth.get_balance(led.address) == held_by_contract(led, [t], accounts)
+    with pytest.raises(ContractRevertError, match="WrongRoundState"):
+        led._send("settle", [t, rnd, 4])
+    led.open_round(t)  # the next round opens once the last batch settled this one

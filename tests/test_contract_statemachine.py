@@ -63,7 +63,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.deposit = {a: 500 if i < N else 0 for i, a in enumerate(ADDRS)}
         self.late_registered: set[int] = set()
         self.round = 0
-        self.state = 0  # 0 none/settled, 1 open, 2 voting
+        self.state = 0  # 0 none/settled, 1 open, 2 voting, 4 settled in part
+        self.settled: set[int] = set()  # the round's submissions settled so far
         self.subs: list = []
         self.plan: dict[int, list[str]] = {}
         self.ballots: dict[int, dict[str, bool]] = {}
@@ -74,6 +75,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def open_round(self) -> None:
         self.round = self.led.open_round(self.task).round
         self.state, self.subs, self.plan, self.ballots = 1, [], {}, {}
+        self.settled = set()
 
     @precondition(lambda self: self.state == 1)
     @rule(who=st.sets(st.integers(0, N - 1), max_size=4), close=st.booleans())
@@ -186,20 +188,40 @@ class LedgerMachine(RuleBasedStateMachine):
         self.led.close_submissions(self.task, self.round)
         self._closed()
 
-    @precondition(lambda self: self.state == 2)
+    @precondition(lambda self: self.state in (2, 4))
     @rule()
     def settle(self) -> None:
+        """The rest of the round's settlement, as ``ledger.settle`` sends it."""
+        self._settle(None)
+
+    @precondition(lambda self: self.state in (2, 4))
+    @rule(count=st.integers(1, 3))
+    def settle_some(self, count: int) -> None:
+        """One ``settle`` call over the next ``count`` submissions (the round SETTLING until
+        the last one)."""
+        self._settle(count)
+
+    def _settle(self, count: int | None) -> None:
         info = self.led.round(self.task, self.round)
         all_voted = all(len(self.ballots[s]) == 3 for s in self.ballots)
-        due = self.CHAIN_BLOCK() + 1 > info.vote_end or all_voted
+        due = self.state == 4 or self.CHAIN_BLOCK() + 1 > info.vote_end or all_voted
         try:
-            result = self.led.settle(self.task, self.round)
+            if count is None:
+                result = self.led.settle(self.task, self.round)
+                settled = {s.submission: s.status for s in result.submissions}
+                done = True
+            else:
+                tx = self.led._send("settle", [self.task, self.round, count])
+                settled = {int(e.args["submission"]): Status(e.args["status"])
+                           for e in tx.named("SubmissionSettled")}
+                done = bool(tx.named("RoundSettled"))
         except ContractRevertError as exc:
             assert not due and exc.name == "SettlementTooEarly", exc
             return
         assert due
         p = self.params
-        for s, sub in enumerate(self.subs):
+        for s in sorted(set(settled) - self.settled):
+            sub = self.subs[s]
             ballots = [self.ballots[s].get(v) for v in self.plan[s]]
             exp = settle_submission(
                 ballots, p.quorum, p.reward, p.verifier_fee, p.penalty_wrong_vote, p.penalty_no_vote
@@ -207,17 +229,18 @@ class LedgerMachine(RuleBasedStateMachine):
             yes = sum(b is True for b in ballots)
             cast = sum(b is not None for b in ballots)
             # the acceptance invariant, stated directly
-            assert (result.submissions[s].status is Status.ACCEPTED) == (
-                cast >= p.quorum and 2 * yes > cast
-            )
-            assert result.submissions[s].status == exp.tally.status
+            assert (settled[s] is Status.ACCEPTED) == (cast >= p.quorum and 2 * yes > cast)
+            assert settled[s] == exp.tally.status
             self.balance[sub.contributor] += exp.contributor_reward
             for j, fee in exp.fees.items():
                 self.balance[self.plan[s][j]] += fee
             for j, (_, amount) in exp.penalties.items():
                 v = self.plan[s][j]
                 self.deposit[v] -= min(amount, self.deposit[v])
-        self.state = 0
+        self.settled |= set(settled)
+        assert done == (self.settled == set(range(len(self.subs))))
+        self.state = 0 if done else 4
+        assert self.led.round(self.task, self.round).state == (3 if done else 4)
 
     # ------------------------------------------------------------ invariants
     def CHAIN_BLOCK(self) -> int:  # noqa: N802

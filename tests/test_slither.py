@@ -24,7 +24,7 @@ SLITHER = Path(os.environ.get("COOPFLOWER_SLITHER", REPO / ".venv/tools/slither/
 SOLC = REPO / "scripts/solc"
 DOC = REPO / "docs/ledger.md"
 # contracts/compile.cjs's settings, so that slither analyses the contract that is deployed
-SOLC_ARGS = "--via-ir --optimize --optimize-runs 1000 --evm-version paris"
+SOLC_ARGS = "--via-ir --optimize --optimize-runs 800 --evm-version paris"
 GATED = ("High", "Medium")
 
 pytestmark = pytest.mark.node

@@ -52,12 +52,13 @@ class ContractBinding:
         self._participants: dict[int, tuple[int, bytes, list[str]]] = {}
         self.max_batch: int | None = None  # items per transaction at most (None: block gas)
 
-    def batch_size(self, kind: str, extra_per_tx: int = 0) -> int:
+    def batch_size(self, kind: str, extra_per_tx: int = 0, extra_per_item: int = 0) -> int:
         """Items of ``kind`` (``coopflower.ledger.batches.GAS_PER_ITEM``) per transaction: as
         many as the block gas limit takes, at most ``max_batch``."""
         from .batches import batch_size
 
-        return batch_size(self.chain._block_gas_limit(), kind, extra_per_tx, self.max_batch)
+        return batch_size(self.chain._block_gas_limit(), kind, extra_per_tx, self.max_batch,
+                          extra_per_item)
 
     def events(
         self, name: str | None = None, from_block: int = 0, task_id: int | None = None

@@ -12,7 +12,7 @@ from typing import Any
 from .eip712 import SignedSubmission, SignedVote
 from .rules import Status
 
-ROUND_NONE, ROUND_OPEN, ROUND_VOTING, ROUND_SETTLED = 0, 1, 2, 3
+ROUND_NONE, ROUND_OPEN, ROUND_VOTING, ROUND_SETTLED, ROUND_SETTLING = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,8 @@ class TaskInfo:
 
 @dataclass(frozen=True)
 class RoundInfo:
-    """A round as stored on chain (state 0 none, 1 open, 2 voting, 3 settled)."""
+    """A round as stored on chain (state 0 none, 1 open, 2 voting, 3 settled, 4 settling:
+    settled in part, ``settled`` submissions so far)."""
 
     task_id: int
     round: int
@@ -99,6 +100,7 @@ class RoundInfo:
     commit_acc: bytes = bytes(32)
     mix: bytes = bytes(32)  # XOR of the revealed shares
     rand_hash: bytes = bytes(32)  # the randomness block's hash, kept by the first reveal
+    settled: int = 0  # while settling: submissions settled so far (ids 0 .. settled - 1)
 
     @property
     def reveals(self) -> bool:

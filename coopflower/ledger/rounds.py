@@ -10,13 +10,15 @@ from typing import Any
 
 from eth_utils import to_checksum_address
 
-from .batches import merge, slices
+from .batches import GAS_PER_VERIFIER, merge, slices
 from .eip712 import SignedSubmission, SignedVote, compact_signature
 from .errors import LedgerError, RandomnessTimeout, TransactionError
 from .records import (
     ROUND_OPEN,
+    ROUND_SETTLING,
     ROUND_VOTING,
     Assignment,
+    Event,
     RoundInfo,
     SettledSubmission,
     Settlement,
@@ -27,6 +29,19 @@ from .records import (
 )
 from .rules import Status, assign_verifiers, round_seed
 from .views import LedgerViews
+
+# the events of a round's settlement batches
+_SETTLE_EVENTS = frozenset({"SubmissionSettled", "Paid", "Penalized", "RandomnessLost",
+                            "RoundSettling"})
+
+
+def _sums(events: Sequence[Event], name: str) -> dict[str, int]:
+    """Amount per account of the ``name`` events (``Paid`` or ``Penalized``)."""
+    out: dict[str, int] = {}
+    for e in events:
+        if e.name == name:
+            out[e.args["account"]] = out.get(e.args["account"], 0) + int(e.args["amount"])
+    return out
 
 
 def submission_items(subs: Sequence[SignedSubmission]) -> list[tuple[Any, ...]]:
@@ -244,27 +259,37 @@ class RoundCalls(LedgerViews):
         return VoteResult(tx.tx_hash, tx.block_number, tx.gas_used, tx.events, recorded, skipped)
 
     def settle(self, task_id: int, round: int) -> Settlement:
-        """Settle a round (after its vote deadline, or once every assigned verifier voted)."""
-        tx = self._send("settle", [task_id, round])
+        """Settle a round (after its vote deadline, or once every assigned verifier voted),
+        in as many transactions as the block gas limit needs: the contract settles a batch of
+        submissions a call, in id order, and the last call closes the round. A round a
+        stopped run left SETTLING is finished, its earlier batches' events read back."""
+        info = self.round(task_id, round)
+        earlier: list[Event] = []
+        if info.state == ROUND_SETTLING:
+            earlier = [e for e in self.events(None, self._round_start(task_id, round), task_id)
+                       if e.args.get("round") == round and e.name in _SETTLE_EVENTS]
+        size = self.batch_size("settlement",
+                               extra_per_item=self.task_params(task_id).k * GAS_PER_VERIFIER)
+        results: list[TxResult] = []
+        for _ in range(info.n_submissions // size + 2):  # each call settles >= 1 or closes
+            results.append(self._send("settle", [task_id, round, size]))
+            if results[-1].named("RoundSettled"):
+                break
+        else:
+            raise LedgerError(f"task {task_id} round {round}: settlement did not finish "
+                              f"in {len(results)} transactions of {size} submissions")
+        tx = merge(results)
+        events = earlier + tx.events
         subs = [
-            SettledSubmission(
-                int(e.args["submission"]),
-                str(e.args["contributor"]),
-                Status(e.args["status"]),
-                int(e.args["yesVotes"]),
-                int(e.args["votesCast"]),
-            )
-            for e in tx.named("SubmissionSettled")
+            SettledSubmission(int(e.args["submission"]), str(e.args["contributor"]),
+                              Status(e.args["status"]), int(e.args["yesVotes"]),
+                              int(e.args["votesCast"]))
+            for e in events if e.name == "SubmissionSettled"
         ]
-        paid: dict[str, int] = {}
-        for e in tx.named("Paid"):
-            paid[e.args["account"]] = paid.get(e.args["account"], 0) + int(e.args["amount"])
-        pen: dict[str, int] = {}
-        for e in tx.named("Penalized"):
-            pen[e.args["account"]] = pen.get(e.args["account"], 0) + int(e.args["amount"])
         done = tx.named("RoundSettled")[0].args
         return Settlement(
-            tx, subs, paid, pen, int(done["accepted"]), int(done["paid"]), int(done["returned"])
+            tx, subs, _sums(events, "Paid"), _sums(events, "Penalized"), int(done["accepted"]),
+            int(done["paid"]), int(done["returned"])
         )
 
     def record_metamodel(

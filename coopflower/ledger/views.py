@@ -77,6 +77,7 @@ class LedgerViews(ContractBinding):
             commit_acc=bytes(r[13]),
             mix=bytes(r[14]),
             rand_hash=bytes(r[15]),
+            settled=int(r[16]),
         )
 
     def participants(self, task_id: int) -> list[str]:

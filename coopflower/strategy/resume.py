@@ -45,8 +45,9 @@ if TYPE_CHECKING:
 
 __all__ = ["TakenUp", "check_task", "global_before", "round_finished", "take_up"]
 
-ROUND_OPEN, ROUND_VOTING, ROUND_SETTLED = 1, 2, 3
-_STATES = {0: "NONE", ROUND_OPEN: "OPEN", ROUND_VOTING: "VOTING", ROUND_SETTLED: "SETTLED"}
+ROUND_OPEN, ROUND_VOTING, ROUND_SETTLED, ROUND_SETTLING = 1, 2, 3, 4
+_STATES = {0: "NONE", ROUND_OPEN: "OPEN", ROUND_VOTING: "VOTING", ROUND_SETTLED: "SETTLED",
+           ROUND_SETTLING: "SETTLING"}
 
 
 @dataclass
@@ -140,7 +141,7 @@ def take_up(s: CoordinatedStrategy, grid: Grid, initial: ArrayRecord,
         _close_window(s, st)
     else:
         _load_submissions(s, st)
-    if info.state < ROUND_SETTLED:
+    if info.state != ROUND_SETTLED:  # VOTING, or SETTLING: settled in part
         _verify_and_settle(s, st, grid, evaluate_config, timeout)
     else:
         _settled_from_chain(s, st)
