@@ -223,7 +223,7 @@ def main() -> None:
             "vote_gas_per_vote": TARGET_VOTE,
         }
         # with reveals a submission costs its share of the batch and of the reveal, whose
-        # fixed part (one more transaction, the seed and three fresh slots) spreads over n
+        # fixed part (one more transaction and the seed's slot) spreads over n
         for out in (result, result["reveal_100"]):
             out["meets_targets_reveal"] = (
                 out["submit_gas_per_contributor_reveal"] + out["reveal_gas_per_share"]

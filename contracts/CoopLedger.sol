@@ -135,8 +135,8 @@ contract CoopLedger {
         uint64 revealEnd; // last block accepting seed shares (= randBlock without reveals)
         uint32 revealed; // submissions whose seed share was revealed
         bytes32 commitAcc; // keccak chain of the recorded submissions' seed commitments
-        bytes32 mix; // XOR of the revealed seed shares
-        bytes32 randHash; // blockhash(randBlock), kept by the first reveal
+        bytes32 mix; // XOR of the revealed seed shares (stored while shares are missing)
+        bytes32 randHash; // blockhash(randBlock), kept by a reveal that leaves shares missing
         uint32 settled; // while SETTLING: submissions settled so far (ids 0 .. settled - 1)
         bool settleVoid; // while SETTLING: the round's randomness was lost, it settles void
         uint128 settledPaid; // while SETTLING: paid by the batches so far
@@ -583,28 +583,42 @@ contract CoopLedger {
             acc = keccak256(abi.encode(acc, commits[i]));
         }
         if (commits.length != nSubs || acc != rd.commitAcc) revert CommitsMismatch(taskId, round);
-        if (rd.randHash == bytes32(0)) rd.randHash = blockhash(rd.randBlock);
         bytes32 mix = rd.mix;
         uint256 revealed = rd.revealed;
+        // the revealed bits, kept in memory: stored only when the round stays incomplete
+        uint256[] memory bits = new uint256[]((nSubs + 255) >> 8);
+        if (revealed != 0) {
+            for (uint256 w = 0; w < bits.length; w++) bits[w] = revealedBits[rk][w];
+        }
+        uint256 before = revealed;
         address[] storage list = participantList[taskId];
         for (uint256 i = 0; i < shares.length; i++) {
             uint32 sub = shares[i].submission;
             if (sub >= nSubs) revert UnknownSubmission(taskId, round, sub);
             uint256 bit = 1 << (sub & 255);
-            uint256 bits = revealedBits[rk][sub >> 8];
-            if (bits & bit != 0) continue;
+            if (bits[sub >> 8] & bit != 0) continue;
             address contributor = list[(laneWords[rk][sub >> 2] >> ((uint256(sub) & 3) * 64)) & 0xFFFFFF];
             if (keccak256(abi.encode(shares[i].share, contributor)) != commits[sub]) {
                 revert BadReveal(taskId, round, sub);
             }
-            revealedBits[rk][sub >> 8] = bits | bit;
+            bits[sub >> 8] |= bit;
             mix ^= shares[i].share;
             revealed++;
             emit SeedRevealed(taskId, round, sub, shares[i].share);
         }
-        rd.mix = mix;
         rd.revealed = uint32(revealed);
-        if (revealed == nSubs) _seed(taskId, round, rd);
+        if (revealed == nSubs) {
+            // every share is in: the seed now, and no mix, bits or kept block hash to store
+            bytes32 bh = rd.randHash != bytes32(0) ? rd.randHash : blockhash(rd.randBlock);
+            _fixSeed(taskId, round, rd, bh, mix);
+            return;
+        }
+        if (revealed == before) return;
+        if (rd.randHash == bytes32(0)) rd.randHash = blockhash(rd.randBlock);
+        rd.mix = mix;
+        for (uint256 w = 0; w < bits.length; w++) {
+            if (bits[w] != 0) revealedBits[rk][w] = bits[w];
+        }
     }
 
     /// @notice If nobody fixed the seed while its block's hash was available (more than 256
@@ -1001,9 +1015,19 @@ contract CoopLedger {
                 revert RevealWindowOpen(taskId, round, rd.revealEnd);
             }
             bytes32 bh = rd.randHash != bytes32(0) ? rd.randHash : blockhash(rd.randBlock);
-            if (bh == bytes32(0)) revert RandomnessExpired(rd.randBlock, block.number);
-            seed = keccak256(abi.encode(bh, rd.mix, taskId, round));
+            return _fixSeed(taskId, round, rd, bh, rd.mix);
         }
+        rd.seed = seed;
+        emit RandomnessFixed(taskId, round, rd.randBlock, seed);
+    }
+
+    /// @dev The seed of a round with reveals: keccak256(block hash, XOR of the shares, ids).
+    function _fixSeed(uint256 taskId, uint32 round, Round storage rd, bytes32 bh, bytes32 mix)
+        internal
+        returns (bytes32 seed)
+    {
+        if (bh == bytes32(0)) revert RandomnessExpired(rd.randBlock, block.number);
+        seed = keccak256(abi.encode(bh, mix, taskId, round));
         rd.seed = seed;
         emit RandomnessFixed(taskId, round, rd.randBlock, seed);
     }
@@ -1066,7 +1090,7 @@ contract CoopLedger {
 
     /// @dev true without reveals (the round takes none), else whether the share is in
     function _isRevealed(bytes32 rk, Round storage rd, uint256 s) internal view returns (bool) {
-        if (rd.revealEnd == rd.randBlock) return true;
+        if (rd.revealEnd == rd.randBlock || rd.revealed == rd.nSubmissions) return true;
         return (revealedBits[rk][s >> 8] >> (s & 255)) & 1 == 1;
     }
 

@@ -98,8 +98,8 @@ class RoundInfo:
     reveal_end: int = 0  # last block taking seed shares (= rand_block without reveals)
     revealed: int = 0
     commit_acc: bytes = bytes(32)
-    mix: bytes = bytes(32)  # XOR of the revealed shares
-    rand_hash: bytes = bytes(32)  # the randomness block's hash, kept by the first reveal
+    mix: bytes = bytes(32)  # XOR of the revealed shares, while some are missing
+    rand_hash: bytes = bytes(32)  # the randomness block's hash, kept while shares are missing
     settled: int = 0  # while settling: submissions settled so far (ids 0 .. settled - 1)
 
     @property
