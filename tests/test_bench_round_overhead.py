@@ -28,8 +28,9 @@ def test_round_overhead_prints_consistent_figures(tmp_path: Path) -> None:
     assert figures["coop_round_s"] > figures["coop_compute_s"] > 0
     assert figures["tx_per_round"] == 6.0 and figures["tx_per_round_fedavg"] == 1.0  # + seed shares
     assert figures["bytes_per_round_coop"] > figures["bytes_per_round_fedavg"] > 0
-    # round 2 of 3 ran its vote, settle and record transactions behind round 3's training
-    assert figures["coop_overlapped_phases"] == ["record", "settle", "vote"]
+    # round 2 of 3 ran its vote, settle and record transactions behind round 3's training,
+    # then opened round 3 (as round 1 opened round 2)
+    assert figures["coop_overlapped_phases"] == ["open", "record", "settle", "vote"]
     parts = figures["coordination_breakdown_s"]
     assert set(parts) == {"nodes_outside_compute", "server_chain_steps", "messaging_and_rest"}
     assert abs(sum(parts.values()) - figures["coordination_s"]) < 0.01

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from logging import WARNING
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,27 @@ from coopflower.strategy.stages import RoundState
 if TYPE_CHECKING:
     from coopflower.strategy.coordinated import CoordinatedStrategy
 
-__all__ = ["run_round"]
+__all__ = ["run_round", "OpeningTail"]
+
+
+class OpeningTail(ChainTail):
+    """A pipelined round's chain steps (relay votes, settle, record the MetaModel) followed by
+    the ``open`` of the next round, which the contract allows once this one settled: the
+    next round then finds its round open when its training ends, instead of opening it after
+    (0.05-0.1 s a round on the embedded chain). ``opened`` is the transaction count before
+    that ``open`` (the next round's first transaction), ``None`` until it was sent."""
+
+    def __init__(self, s: CoordinatedStrategy, st: RoundState, steps: Callable[[], None]):
+        self.opened: int | None = None
+        nxt = RoundState(st.rnd + 1, st.arrays, RoundReport(st.rnd + 1))
+
+        def steps_then_open() -> None:
+            steps()
+            tx0 = s.ledger.chain.tx_count
+            stages.open_round(s, nxt, st.report.chain_round + 1)
+            self.opened = tx0
+
+        super().__init__(st.report, steps_then_open)
 
 
 def run_round(
@@ -52,8 +73,13 @@ def run_round(
             previous.join()
             rec.detail = (f"round {previous.report.server_round}'s votes, settlement and "
                           "MetaModel on chain")
-        st.tx0 = s.ledger.chain.tx_count
-        stages.open_round(s, st, st.report.chain_round)
+        opened = previous.opened if isinstance(previous, OpeningTail) else None
+        if opened is None:
+            st.tx0 = s.ledger.chain.tx_count
+            stages.open_round(s, st, st.report.chain_round)
+        else:  # opened by the previous round's chain steps, during this round's training
+            st.tx0 = opened
+            st.report.overlapped_phases = ("open",)
     stages.submit(s, st)
     reveal.reveal(s, st, grid, timeout)
     stages.assign(s, st)
@@ -79,8 +105,8 @@ def run_round(
     if settle_first:
         settlement.record_metamodel(s, st, meta)
     elif pipeline:
-        report.overlapped_phases = ("vote", "settle", "record")
-        tail = ChainTail(report, functools.partial(
+        report.overlapped_phases = (*report.overlapped_phases, "vote", "settle", "record")
+        tail = OpeningTail(s, st, functools.partial(
             settlement.finish_on_chain, s, st, timeout, accepted_ids, meta))
     else:
         settlement.finish_on_chain(s, st, timeout, accepted_ids, meta)
